@@ -1,0 +1,167 @@
+"""End-to-end ingest benchmark: pacs-engine against raw-file baselines measured in the same run.
+
+Builds the generated CT series (real CT slices from pydicom-data), then measures
+  1. `pacs-engine import DIR`      against copying the same files with fsync (the disk's floor);
+  2. DCMTK storescu -> `serve`     against storescu -> a pynetdicom SCP that only writes raw files;
+  3. the storage ratio (received bytes / stored bytes) with the chosen profile.
+Prints a table and, with --json, writes the figures. Usage:
+  python bench/ingest.py [--slices 300] [--profile htj2k] [--repeat 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.testing.dcmtk import dcmtk_available, free_port, run_storescu, wait_for_port
+from engine.testing.series import write_ct_series
+from engine.testing.server import running_server
+
+HERE = Path(__file__).resolve().parent
+PIXEL_BYTES_PER_SLICE = 512 * 512 * 2
+
+
+def _copy_with_fsync(files: list[Path], out: Path) -> None:
+    out.mkdir(parents=True)
+    for f in files:
+        target = out / f.name
+        with open(f, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _cli(archive: Path, *args: str, profile: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PACS_ENGINE_STORAGE__PROFILE": profile}
+    command = [sys.executable, "-m", "engine", *args, "--archive", str(archive), "--quiet"]
+    if args[0] != "import":
+        command.remove("--quiet")
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _median(samples: list[float]) -> tuple[float, float]:
+    """Median and spread (max - min) of repeated timings."""
+    return statistics.median(samples), (max(samples) - min(samples)) if len(samples) > 1 else 0.0
+
+
+def bench_import(series: Path, files: list[Path], work: Path, profile: str, repeat: int) -> dict[str, float]:
+    copy_t, import_t = [], []
+    for k in range(repeat):
+        copy_t.append(_timed(lambda k=k: _copy_with_fsync(files, work / f"copy{k}")))
+        archive = work / f"import{k}"
+
+        def run(archive: Path = archive) -> None:
+            result = _cli(archive, "import", str(series), profile=profile)
+            if result.returncode != 0:
+                raise RuntimeError(f"import failed: {result.stderr[-2000:]}")
+
+        import_t.append(_timed(run))
+    stats = json.loads(_cli(work / "import0", "stats", "--json", profile=profile).stdout)
+    n = len(files)
+    copy_med, copy_spread = _median(copy_t)
+    imp_med, imp_spread = _median(import_t)
+    return {
+        "instances": n,
+        "copy_fsync_s": copy_med,
+        "copy_fsync_spread_s": copy_spread,
+        "import_s": imp_med,
+        "import_spread_s": imp_spread,
+        "import_inst_per_s": n / imp_med,
+        "import_pixel_MB_per_s": n * PIXEL_BYTES_PER_SLICE / imp_med / 1e6,
+        "import_vs_copy_fsync": copy_med / imp_med,
+        "storage_ratio": float(stats["ratio"]),
+        "received_bytes": float(stats["received_bytes"]),
+        "stored_bytes": float(stats["stored_bytes"]),
+    }
+
+
+def _storescu_time(port: int, ae: str, series: Path) -> float:
+    start = time.perf_counter()
+    result = run_storescu("127.0.0.1", port, [series], called_ae=ae)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"storescu failed ({result.returncode}): {result.stderr[-2000:]}")
+    return elapsed
+
+
+def bench_cstore(series: Path, n: int, work: Path, profile: str, repeat: int) -> dict[str, float]:
+    raw_t, engine_t = [], []
+    for k in range(repeat):
+        port = free_port()
+        out = work / f"raw{k}"
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "raw_scp.py"), "--port", str(port), "--out", str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            proc.stdout.readline()  # the readiness line
+            wait_for_port("127.0.0.1", port, 30)
+            raw_t.append(_storescu_time(port, "RAW_SCP", series))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        env = {"PACS_ENGINE_STORAGE__PROFILE": profile}
+        with running_server(work / f"serve{k}", env=env) as server:
+            engine_t.append(_storescu_time(server.port, server.ae_title, series))
+    raw_med, raw_spread = _median(raw_t)
+    eng_med, eng_spread = _median(engine_t)
+    return {
+        "raw_scp_s": raw_med,
+        "raw_scp_spread_s": raw_spread,
+        "raw_scp_inst_per_s": n / raw_med,
+        "serve_s": eng_med,
+        "serve_spread_s": eng_spread,
+        "serve_inst_per_s": n / eng_med,
+        "serve_pixel_MB_per_s": n * PIXEL_BYTES_PER_SLICE / eng_med / 1e6,
+        "serve_vs_raw_scp": raw_med / eng_med,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--profile", default="htj2k", choices=["htj2k", "jpegls", "jpeg2k"])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--skip-cstore", action="store_true", help="only the import phase")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="pacs-bench-", dir=os.environ.get("PACS_BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        files = write_ct_series(work / "series", args.slices)
+        figures: dict[str, float] = {"slices": args.slices}
+        figures.update(bench_import(work / "series", files, work, args.profile, args.repeat))
+        if not args.skip_cstore and dcmtk_available():
+            figures.update(bench_cstore(work / "series", len(files), work, args.profile, args.repeat))
+    width = max(map(len, figures))
+    print(f"ingest benchmark, profile {args.profile}, {os.cpu_count()} cores, median of {args.repeat}")
+    for key, value in figures.items():
+        print(f"  {key:<{width}}  {value:,.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""The archive: ingest, retrieval and integrity over one pixel store and one index."""
+
+from __future__ import annotations
+
+from engine.archive._archive import Archive, ArchiveInUseError, ArchiveStats
+from engine.archive._ingest import IngestResult
+
+__all__ = ["Archive", "ArchiveInUseError", "ArchiveStats", "IngestResult"]

@@ -1,0 +1,211 @@
+"""The Archive: the one place where the pixel store and the index meet (ingest, retrieve, verify)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from engine import dicom
+from engine.archive._ingest import Ingestor, IngestResult
+from engine.archive._retrieve import Retriever, resolve_syntax
+from engine.archive._verify import sweep_orphans, verify_archive
+from engine.config import Settings, load_settings
+from engine.errors import ClosedError, EngineError
+from engine.index import GroupCommitter, Index
+from engine.pixels import LocalPixelStore
+from engine.types import InstanceRecord
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveStats:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    received_bytes: int
+    stored_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        """Received bytes over stored bytes (0 for an empty archive)."""
+        return self.received_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+
+class ArchiveInUseError(EngineError):
+    """Another process has this archive open for writing."""
+
+
+class Archive:
+    """An archive folder (index/ + pixels/) opened for reading, or for writing by one process.
+
+    A writer holds an exclusive lock on ARCHIVE/.lock, sweeps orphans left by a crash at open, and owns
+    the index's single writer thread. Readers (export, ls, stats, verify) share the folder with it.
+    """
+
+    def __init__(self, settings: Settings, *, readonly: bool = False) -> None:
+        self.settings = settings
+        self.readonly = readonly
+        self._closed = False
+        root = settings.archive
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._lock(root) if not readonly else None
+        try:
+            self.index = Index(
+                settings.index_path, map_size=settings.storage.index_map_size_mb << 20, readonly=readonly
+            )
+            self.pixels = LocalPixelStore(settings.pixels_path)
+            self._retriever = Retriever(self.pixels)
+            self._committer: GroupCommitter | None = None
+            self._ingestor: Ingestor | None = None
+            if not readonly:
+                swept = sweep_orphans(self.index, self.pixels)
+                if swept:
+                    LOGGER.warning("removed %d orphaned pixel groups left by an interrupted ingest", swept)
+                self._committer = GroupCommitter(self.index, batch=settings.storage.commit_batch)
+                self._ingestor = Ingestor(
+                    self.index,
+                    self._committer,
+                    self.pixels,
+                    settings.storage.profile,
+                    settings.storage.overwrite,
+                )
+        except BaseException:
+            self._unlock()
+            raise
+
+    @classmethod
+    def open(cls, archive: Path | str, *, readonly: bool = False, **sections: dict[str, object]) -> Archive:
+        """Open ARCHIVE with its engine.toml (if any), the environment, and explicit setting overrides."""
+        return cls(load_settings(archive=archive, **sections), readonly=readonly)
+
+    def _lock(self, root: Path) -> int:
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ArchiveInUseError(f"archive {root} is open for writing by pid {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Flush pending commits and release the archive."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            self._committer.close()
+        self.index.close()
+        self._unlock()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- ingest ---------------------------------------------------------------------------------------
+    def ingest(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None, *, source: str = "") -> IngestResult:
+        """Store one instance durably and say what happened.
+
+        `data` is a Part-10 file when `transfer_syntax_uid` is None, else a bare data set in that syntax
+        (what a C-STORE SCP receives). Thread-safe; concurrent calls share index transactions.
+        Raises InvalidDicomError (and its InvalidUIDError / PixelDataError), UnsupportedTransferSyntaxError,
+        DuplicateInstanceError, VerificationError, CodecUnavailableError, StorageFullError, ClosedError.
+        """
+        if self._ingestor is None or self._closed:
+            raise ClosedError("the archive is closed or open read-only")
+        if transfer_syntax_uid is None:
+            parsed = dicom.parse_part10(data)
+        else:
+            parsed = dicom.parse_dataset(data, transfer_syntax_uid)
+        result = self._ingestor.ingest(parsed)
+        LOGGER.debug("%s %s from %s", result.status, result.sop_instance_uid, source or "?")
+        return result
+
+    def ingest_file(self, path: Path | str) -> IngestResult:
+        """Read a Part-10 file and ingest it; see `ingest`."""
+        with open(path, "rb") as f:
+            return self.ingest(f.read(), source=str(path))
+
+    # -- retrieve -------------------------------------------------------------------------------------
+    def record(self, sop_uid: str) -> InstanceRecord:
+        """The index record of an instance. Raises NotFoundError."""
+        return self.index.get_instance(sop_uid)
+
+    def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]:
+        """(transfer syntax UID, data set bytes without file meta) of an instance; see read_instance."""
+        record = self.index.get_instance(sop_uid)
+        prefix, suffix = self.index.get_header(sop_uid)
+        target = resolve_syntax(record, syntax)
+        return target, self._retriever.dataset(record, prefix, suffix, target)
+
+    def read_instance(self, sop_uid: str, syntax: str = "original") -> bytes:
+        """A Part-10 file of the instance in `syntax`: "original", "explicit", "stored" or a UID.
+
+        Raises NotFoundError, UnsupportedTransferSyntaxError, CorruptDataError.
+        """
+        record = self.index.get_instance(sop_uid)
+        target, dataset = self.read_dataset(sop_uid, syntax)
+        return dicom.part10(dataset, target, record.sop_class_uid, sop_uid)
+
+    def read_frame(self, sop_uid: str, frame: int, level: int = 0) -> np.ndarray:
+        """Pixels of frame `frame` (0-based) at resolution `level` (0 = full). Raises NotFoundError."""
+        return self._retriever.frame(self.index.get_instance(sop_uid), frame, level)
+
+    def read_frame_encoded(self, sop_uid: str, frame: int) -> tuple[str, bytes]:
+        """(transfer syntax, codestream) of a frame exactly as stored, without decoding."""
+        return self._retriever.frame_encoded(self.index.get_instance(sop_uid), frame)
+
+    def read_frame_prefix(self, sop_uid: str, frame: int, level: int) -> bytes:
+        """The first bytes of a frame's stored codestream that decode it at `level`."""
+        return self._retriever.frame_prefix(self.index.get_instance(sop_uid), frame, level)
+
+    # -- browse ---------------------------------------------------------------------------------------
+    def study_uids(self) -> list[str]:
+        return self.index.study_uids()
+
+    def series_uids(self, study_uid: str) -> list[str]:
+        return self.index.series_uids(study_uid)
+
+    def instance_uids(self, series_uid: str) -> list[str]:
+        return self.index.instance_uids(series_uid)
+
+    def stats(self) -> ArchiveStats:
+        s = self.index.stats()
+        return ArchiveStats(
+            patients=s.patients,
+            studies=s.studies,
+            series=s.series,
+            instances=s.instances,
+            received_bytes=s.received_bytes,
+            stored_bytes=s.stored_bytes,
+        )
+
+    # -- integrity ------------------------------------------------------------------------------------
+    def verify(self, deep: bool = False) -> list[str]:
+        """Problems found: index and pixel store disagree, chunk length/checksum, (deep) frame hashes."""
+        return verify_archive(self.index, self.pixels, self._retriever, deep=deep)
+
+    def sweep(self) -> int:
+        """Remove pixel groups the index does not reference (left by a crash). Writers only."""
+        if self.readonly:
+            raise ClosedError("sweep needs the archive open for writing")
+        return sweep_orphans(self.index, self.pixels)

@@ -1,0 +1,166 @@
+"""Ingest of one instance: parse, validate, plan pixels, write chunks, commit the index, acknowledge."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import xxhash
+
+from engine import dicom
+from engine.archive._plan import PixelPlan, level_infos, plan_pixels
+from engine.errors import CorruptDataError, DuplicateInstanceError, NotFoundError
+from engine.index import GroupCommitter, Index, IndexEntry
+from engine.pixels import LocalPixelStore
+from engine.types import InstanceRecord
+
+LOGGER = logging.getLogger(__name__)
+
+# Ingests of the same SOP Instance UID are serialised so that the duplicate check, the chunk write and
+# the commit cannot interleave; a fixed set of striped locks keeps that without a growing lock table.
+_STRIPES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one received instance; returned only once the outcome is durable."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    status: str  # "stored" | "duplicate" | "replaced"
+    received_bytes: int
+    stored_bytes: int
+
+
+class Ingestor:
+    """Runs ingests from any number of threads into one pixel store and one index writer."""
+
+    def __init__(
+        self, index: Index, committer: GroupCommitter, pixels: LocalPixelStore, profile: str, overwrite: bool
+    ) -> None:
+        self._index = index
+        self._committer = committer
+        self._pixels = pixels
+        self._profile = profile
+        self._overwrite = overwrite
+        self._locks = [threading.Lock() for _ in range(_STRIPES)]
+
+    def ingest(self, parsed: dicom.ParsedInstance) -> IngestResult:
+        """Store `parsed` durably; see Archive.ingest for what it raises."""
+        dataset_bytes = received_size(parsed)
+        digest = dataset_digest(parsed)
+        sop = parsed.sop_instance_uid
+        with self._locks[hash(sop) % _STRIPES]:
+            previous = self._existing(sop)
+            if previous is not None:
+                if previous.digest == digest:
+                    return _result(previous, "duplicate")
+                if not self._overwrite:
+                    raise DuplicateInstanceError(
+                        f"SOP Instance {sop} is already stored with different content "
+                        f"(overwrite is off in the configuration)"
+                    )
+            generation = previous.generation + 1 if previous is not None else 0
+            plan = plan_pixels(parsed, self._profile)
+            record, written = self._write_pixels(parsed, plan, dataset_bytes, digest, generation)
+            entry = IndexEntry(
+                record=record,
+                header_prefix=parsed.header_prefix,
+                header_suffix=parsed.header_suffix,
+                overwrite=self._overwrite,
+            )
+            try:
+                outcome = self._committer.submit(entry).result()
+            except BaseException:
+                # The index is the source of truth: chunks it does not reference must not stay.
+                if written:
+                    self._pixels.delete_instance(sop, generation)
+                raise
+            if outcome.status == "replaced" and outcome.previous is not None and outcome.previous.codec:
+                self._pixels.delete_instance(sop, outcome.previous.generation)
+            if outcome.status not in ("stored", "replaced"):
+                # Impossible while the stripe lock is held, unless another process writes this archive.
+                if written:
+                    self._pixels.delete_instance(sop, generation)
+                raise CorruptDataError(f"index refused {sop}: {outcome.status}")
+            return _result(record, outcome.status)
+
+    def _existing(self, sop: str) -> InstanceRecord | None:
+        try:
+            return self._index.get_instance(sop)
+        except NotFoundError:
+            return None
+
+    def _write_pixels(
+        self,
+        parsed: dicom.ParsedInstance,
+        plan: PixelPlan | None,
+        received: int,
+        digest: str,
+        generation: int,
+    ) -> tuple[InstanceRecord, bool]:
+        levels: tuple = ()
+        stored = len(parsed.header_prefix) + len(parsed.header_suffix)
+        if plan is not None:
+            refs = self._pixels.write_instance(
+                parsed.sop_instance_uid,
+                plan.arrays,
+                {"sop_instance_uid": parsed.sop_instance_uid, "codec": plan.codec or ""},
+                generation=generation,
+            )
+            levels = level_infos(plan, refs)
+            stored += sum(r.length for array_refs in refs for r in array_refs)
+        record = InstanceRecord(
+            sop_instance_uid=parsed.sop_instance_uid,
+            sop_class_uid=parsed.sop_class_uid,
+            study_instance_uid=parsed.study_instance_uid,
+            series_instance_uid=parsed.series_instance_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            received_bytes=received,
+            stored_bytes=stored,
+            digest=digest,
+            instance_number=parsed.instance_number,
+            pixel=parsed.pixel,
+            codec=plan.codec if plan else None,
+            levels=levels,
+            frame_hashes=plan.frame_hashes if plan else (),
+            encapsulation=plan.encapsulation if plan else None,
+            pixel_tail=plan.pixel_tail if plan else b"",
+            pixel_element_header=parsed.pixel_element_header,
+            received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            query=dict(parsed.query),
+            generation=generation,
+            layout=plan.layout if plan else "frames",
+        )
+        return record, plan is not None
+
+
+def _result(record: InstanceRecord, status: str) -> IngestResult:
+    return IngestResult(
+        sop_instance_uid=record.sop_instance_uid,
+        study_instance_uid=record.study_instance_uid,
+        series_instance_uid=record.series_instance_uid,
+        status=status,
+        received_bytes=record.received_bytes,
+        stored_bytes=record.stored_bytes,
+    )
+
+
+def dataset_digest(parsed: dicom.ParsedInstance) -> str:
+    """Digest of the data set as received, so a file and a network send of the same data set match."""
+    h = xxhash.xxh3_128()
+    for part in (parsed.header_prefix, parsed.pixel_element_header, parsed.pixel_value, parsed.header_suffix):
+        h.update(part)
+    return h.hexdigest()
+
+
+def received_size(parsed: dicom.ParsedInstance) -> int:
+    return (
+        len(parsed.header_prefix)
+        + len(parsed.pixel_element_header)
+        + len(parsed.pixel_value)
+        + len(parsed.header_suffix)
+    )

@@ -1,0 +1,218 @@
+"""Retrieval: frames at any level, stored codestreams without decoding, whole instances in any syntax."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from engine import codecs, dicom
+from engine.errors import CodecUnavailableError, NotFoundError, UnsupportedTransferSyntaxError
+from engine.pixels import LocalPixelStore
+from engine.types import (
+    CODEC_PASSTHROUGH,
+    CODEC_ZSTD,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    LOSSLESS_ENCAPSULATED_SYNTAXES,
+    NATIVE_SYNTAXES,
+    InstanceRecord,
+    LevelInfo,
+    PixelDescription,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+# Photometric interpretations that JPEG decoders turn into RGB, so a decompressed copy must say RGB.
+_DECODED_TO_RGB = frozenset({"YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"})
+
+
+def resolve_syntax(record: InstanceRecord, syntax: str) -> str:
+    """Map "original" / "explicit" / "stored" / a UID to the transfer syntax UID to produce."""
+    if syntax == "original":
+        return record.transfer_syntax_uid
+    if syntax == "explicit":
+        return EXPLICIT_VR_LE
+    if syntax == "stored":
+        return stored_syntax(record)
+    return syntax
+
+
+def stored_syntax(record: InstanceRecord) -> str:
+    """The syntax whose frames are the stored chunks themselves: served without decoding."""
+    if record.codec is None or record.codec in (CODEC_PASSTHROUGH, CODEC_ZSTD):
+        return record.transfer_syntax_uid
+    syntax = codecs.syntax_for_codec(record.codec)
+    return syntax if syntax is not None else record.transfer_syntax_uid
+
+
+class Retriever:
+    """Reads what an InstanceRecord points to in the pixel store and turns it into pixels or bytes."""
+
+    def __init__(self, pixels: LocalPixelStore) -> None:
+        self._pixels = pixels
+
+    # -- frames -------------------------------------------------------------------------------------
+    def frame(self, record: InstanceRecord, frame: int, level: int = 0) -> np.ndarray:
+        """Decoded pixels of one frame (0-based) at one level (0 = full resolution).
+
+        Raises NotFoundError for a frame or level the instance does not have, CorruptDataError when the
+        stored chunk fails its checks, CodecUnavailableError for layouts that are not frame arrays.
+        """
+        desc, info = self._level(record, frame, level)
+        if record.layout == "raw":
+            raise CodecUnavailableError(
+                f"{record.sop_instance_uid}: pixel data is kept as packed bytes "
+                f"(BitsAllocated {desc.bits_allocated}, {desc.photometric}); retrieve the whole instance"
+            )
+        codec = info.codec or record.codec or ""
+        if info.source == "resolution":
+            # The whole chunk, not the level's prefix: only a whole chunk can be checked against its
+            # CRC, and the decoder needs it where OpenJPH's reduced output would wrap (see codecs).
+            data = self._pixels.read_chunk(record.levels[0].chunks[frame])
+            return codecs.decode_frame(data, codec, shape=desc.frame_shape, dtype=_dtype(desc), level=level)
+        data = self._pixels.read_chunk(info.chunks[frame])
+        if codec == CODEC_PASSTHROUGH:
+            return codecs.decode_syntax_frame(data, record.transfer_syntax_uid, desc)
+        shape = (info.rows, info.columns, *desc.frame_shape[2:])
+        return codecs.decode_frame(data, codec, shape=shape, dtype=_dtype(desc))
+
+    def frame_encoded(self, record: InstanceRecord, frame: int) -> tuple[str, bytes]:
+        """(transfer syntax, codestream) of a frame exactly as stored: no decoding."""
+        desc, info = self._level(record, frame, 0)
+        if record.layout == "raw" or info.codec == CODEC_ZSTD:
+            raise UnsupportedTransferSyntaxError(
+                f"{record.sop_instance_uid}: frames are stored with a general-purpose codec; ask for a "
+                "native or lossless transfer syntax"
+            )
+        return stored_syntax(record), self._pixels.read_chunk(info.chunks[frame])
+
+    def frame_prefix(self, record: InstanceRecord, frame: int, level: int) -> bytes:
+        """The leading bytes of a frame's HTJ2K codestream that decode it at `level`."""
+        desc, info = self._level(record, frame, level)
+        base = record.levels[0]
+        if info.source != "resolution" and level != 0:
+            raise NotFoundError(f"{record.sop_instance_uid}: level {level} is not a codestream prefix")
+        if not base.level_prefixes:
+            return self._pixels.read_chunk(base.chunks[frame])
+        return self._pixels.read_chunk(base.chunks[frame], prefix=base.level_prefixes[frame][level])
+
+    def _level(self, record: InstanceRecord, frame: int, level: int) -> tuple[PixelDescription, LevelInfo]:
+        desc = record.pixel
+        if desc is None:
+            raise NotFoundError(f"{record.sop_instance_uid} has no pixel data")
+        if not 0 <= frame < desc.frames:
+            raise NotFoundError(f"{record.sop_instance_uid} has frames 1..{desc.frames}; frame {frame + 1} asked")
+        if not 0 <= level < len(record.levels):
+            raise NotFoundError(
+                f"{record.sop_instance_uid} has levels 0..{len(record.levels) - 1}; level {level} asked"
+            )
+        return desc, record.levels[level]
+
+    def all_frames(self, record: InstanceRecord) -> list[np.ndarray]:
+        assert record.pixel is not None
+        return [self.frame(record, i, 0) for i in range(record.pixel.frames)]
+
+    # -- whole instances ----------------------------------------------------------------------------
+    def dataset(self, record: InstanceRecord, prefix: bytes, suffix: bytes, target: str) -> bytes:
+        """The instance's data set (no file meta) encoded in `target`.
+
+        Byte-identical to what was received when `target` is the original syntax and the pixel data was
+        native or lossy; pixel-identical for lossless compressed input. Raises
+        UnsupportedTransferSyntaxError when the pixels cannot be expressed in `target`.
+        """
+        original = record.transfer_syntax_uid
+        if record.pixel is None:
+            if target == original:
+                return dicom.assemble_dataset(prefix, b"", b"", suffix, original)
+            return dicom.reencode_dataset(prefix, suffix, original, target)
+        value, encapsulated, updates = self._pixel_value(record, target)
+        if target == original and not updates:
+            return dicom.assemble_dataset(prefix, record.pixel_element_header, value, suffix, original)
+        return dicom.reencode_dataset(
+            prefix, suffix, original, target, pixel_value=value, encapsulated=encapsulated, updates=updates
+        )
+
+    def _pixel_value(self, record: InstanceRecord, target: str) -> tuple[bytes, bool, dict[str, object]]:
+        desc = record.pixel
+        assert desc is not None
+        original = record.transfer_syntax_uid
+        if record.layout == "raw":
+            return self._raw_value(record, target), False, {}
+        chunks = self._pixels.read_chunks(record.levels[0].chunks)
+        codec = record.codec
+        if codec == CODEC_PASSTHROUGH and target == original:
+            assert record.encapsulation is not None
+            return dicom.join_encapsulated(record.encapsulation, chunks), True, {}
+        if codec not in (CODEC_PASSTHROUGH, CODEC_ZSTD) and target == codecs.syntax_for_codec(codec or ""):
+            return dicom.encapsulate(chunks), True, {}
+        frames, updates = self._decode_all(record, chunks)
+        if target in NATIVE_SYNTAXES:
+            tail = record.pixel_tail if target == original else b""
+            out_desc = _with_updates(desc, updates)
+            value = dicom.native_pixel_value(frames, out_desc, target, tail, pixel_vr=_native_vr(record, target))
+            return value, False, updates
+        if target in LOSSLESS_ENCAPSULATED_SYNTAXES:
+            out_desc = _with_updates(desc, updates)
+            encoded = [codecs.encode_syntax_frame(f, target, out_desc) for f in frames]
+            return dicom.encapsulate(encoded), True, updates
+        raise UnsupportedTransferSyntaxError(
+            f"cannot produce {target} for {record.sop_instance_uid}: only its original syntax {original}, "
+            "native syntaxes and lossless compressed syntaxes can be made from what is stored"
+        )
+
+    def _decode_all(self, record: InstanceRecord, chunks: Sequence[bytes]) -> tuple[list[np.ndarray], dict[str, object]]:
+        desc = record.pixel
+        assert desc is not None
+        if record.codec == CODEC_PASSTHROUGH:
+            frames = [codecs.decode_syntax_frame(c, record.transfer_syntax_uid, desc) for c in chunks]
+            updates: dict[str, object] = {}
+            if desc.samples_per_pixel == 3:
+                updates["PlanarConfiguration"] = 0
+                if desc.photometric in _DECODED_TO_RGB:
+                    updates["PhotometricInterpretation"] = "RGB"
+            return frames, updates
+        dtype = _dtype(desc)
+        codec = record.codec or ""
+        frames = [codecs.decode_frame(c, codec, shape=desc.frame_shape, dtype=dtype) for c in chunks]
+        return frames, {}
+
+    def _raw_value(self, record: InstanceRecord, target: str) -> bytes:
+        desc = record.pixel
+        assert desc is not None
+        chunk = self._pixels.read_chunk(record.levels[0].chunks[0])
+        length = record.levels[0].columns  # the raw layout records the value length as its width
+        raw = codecs.decode_frame(chunk, CODEC_ZSTD, shape=(length,), dtype=np.uint8).tobytes()
+        same_order = (target == EXPLICIT_VR_BE) == (record.transfer_syntax_uid == EXPLICIT_VR_BE)
+        if target in NATIVE_SYNTAXES and (same_order or desc.bits_allocated == 8):
+            return raw
+        raise UnsupportedTransferSyntaxError(
+            f"{record.sop_instance_uid}: packed pixel data (BitsAllocated {desc.bits_allocated}, "
+            f"{desc.photometric}) is served only in native syntaxes of its original byte order"
+        )
+
+
+def _native_vr(record: InstanceRecord, target: str) -> str:
+    """The VR the pixel element had when it is rebuilt in its own syntax (8-bit OW byte order matters)."""
+    if target != record.transfer_syntax_uid or len(record.pixel_element_header) < 6:
+        return ""
+    if target == "1.2.840.10008.1.2":  # implicit VR: the header holds no VR
+        return ""
+    return record.pixel_element_header[4:6].decode("ascii", errors="replace")
+
+
+def _dtype(desc: PixelDescription) -> np.dtype:
+    return codecs.frame_dtype(desc)
+
+
+def _with_updates(desc: PixelDescription, updates: dict[str, object]) -> PixelDescription:
+    if not updates:
+        return desc
+    from dataclasses import replace
+
+    return replace(
+        desc,
+        photometric=str(updates.get("PhotometricInterpretation", desc.photometric)),
+        planar_configuration=int(str(updates.get("PlanarConfiguration", desc.planar_configuration))),
+    )

@@ -1,0 +1,102 @@
+"""Integrity: the index and the pixel store agree; chunks hold their length and checksum; frames their hash."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine import codecs
+from engine.archive._plan import bytes_hash, frame_hash
+from engine.errors import EngineError, NotFoundError
+from engine.index import Index
+from engine.pixels import LocalPixelStore
+from engine.types import CODEC_PASSTHROUGH, CODEC_ZSTD, InstanceRecord
+
+if TYPE_CHECKING:
+    from engine.archive._retrieve import Retriever
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _referenced(index: Index) -> dict[str, int]:
+    """SOP UID -> generation of every instance whose pixels live in the pixel store."""
+    out: dict[str, int] = {}
+    for sop in index.iter_instance_uids():
+        try:
+            record = index.get_instance(sop)
+        except NotFoundError:  # deleted between the listing and the read
+            continue
+        if record.codec is not None:
+            out[sop] = record.generation
+    return out
+
+
+def sweep_orphans(index: Index, pixels: LocalPixelStore) -> int:
+    """Remove temporary and unreferenced pixel groups; returns how many were removed.
+
+    Safe only while nothing ingests into this archive (it runs when a writer opens it).
+    """
+    removed = len(pixels.temp_dirs())
+    pixels.remove_temp_dirs()
+    referenced = _referenced(index)
+    for sop, generation in list(pixels.instance_dirs()):
+        if referenced.get(sop) != generation:
+            pixels.delete_instance(sop, generation)
+            removed += 1
+    return removed
+
+
+def verify_archive(index: Index, pixels: LocalPixelStore, retriever: Retriever, *, deep: bool) -> list[str]:
+    """Every problem found, as a sentence naming the instance; empty when the archive is sound."""
+    problems: list[str] = []
+    referenced = _referenced(index)
+    present = set(pixels.instance_dirs())
+    for sop, generation in sorted(present):
+        if referenced.get(sop) != generation:
+            problems.append(f"orphaned pixel group {pixels.instance_key(sop, generation)} (not in the index)")
+    temp = list(pixels.temp_dirs())
+    if temp:
+        problems.append(f"{len(temp)} unfinished pixel writes: {', '.join(map(str, temp[:5]))}")
+    for sop in index.iter_instance_uids():
+        try:
+            record = index.get_instance(sop)
+            problems.extend(_verify_instance(record, pixels, retriever, present, deep))
+        except NotFoundError:
+            continue
+        except EngineError as exc:
+            problems.append(f"{sop}: {exc}")
+    return problems
+
+
+def _verify_instance(
+    record: InstanceRecord,
+    pixels: LocalPixelStore,
+    retriever: Retriever,
+    present: set[tuple[str, int]],
+    deep: bool,
+) -> list[str]:
+    sop = record.sop_instance_uid
+    if record.codec is None:
+        return []
+    if (sop, record.generation) not in present:
+        return [f"{sop}: pixel group {pixels.instance_key(sop, record.generation)} is missing"]
+    refs = [ref for level in record.levels for ref in level.chunks]
+    problems = [f"{sop}: {p}" for p in pixels.verify_instance(refs)]
+    if problems or not deep:
+        return problems
+    if record.layout == "raw" or record.codec == CODEC_PASSTHROUGH:
+        # Kept bytes are checked against their hash; lossy codestreams are never decoded to verify.
+        chunks = pixels.read_chunks(record.levels[0].chunks)
+        if record.layout == "raw":
+            raw = codecs.decode_frame(chunks[0], CODEC_ZSTD, shape=(record.levels[0].columns,), dtype=np.uint8)
+            hashes = [bytes_hash(raw.tobytes())]
+        else:
+            hashes = [bytes_hash(c) for c in chunks]
+    else:
+        hashes = [frame_hash(f) for f in retriever.all_frames(record)]
+    bad = [i + 1 for i, (a, b) in enumerate(zip(hashes, record.frame_hashes, strict=False)) if a != b]
+    if len(hashes) != len(record.frame_hashes):
+        return [f"{sop}: {len(hashes)} frames stored, {len(record.frame_hashes)} recorded"]
+    return [f"{sop}: frame {i} does not decode to the pixels received" for i in bad]

@@ -1,0 +1,66 @@
+"""`pacs-engine serve`: open the archive, run the DICOM listener until SIGTERM/SIGINT, shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from engine.cli._common import EXIT_OK, open_archive
+from engine.net import DicomServer
+
+LOGGER = logging.getLogger(__name__)
+
+# How long open associations may finish their work after a stop signal before they are aborted.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        parents=[parent],
+        help="run the DICOM listener (C-ECHO, C-STORE) on the archive",
+        description=(
+            "Open the archive for writing and accept C-ECHO and C-STORE of every storage SOP class until "
+            "SIGTERM or SIGINT. Prints one line 'listening: dicom=HOST:PORT ae=AE_TITLE archive=PATH' on "
+            "stdout once ready; logs to stderr. A C-STORE succeeds only once the instance is durable."
+        ),
+    )
+    p.add_argument("--ae-title", help="AE title of the listener (default: [dicom] ae_title, PACS_ENGINE)")
+    p.add_argument("--dicom-port", type=int, help="TCP port, 0 for any free port (default: [dicom] port, 11112)")
+    p.add_argument("--host", help="address to listen on (default: [dicom] host, 0.0.0.0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        LOGGER.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    # Installed before anything is opened, so a signal during start-up also ends in a clean close.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        overrides = {"ae_title": args.ae_title, "port": args.dicom_port, "host": args.host}
+        with open_archive(args, readonly=False, dicom=overrides) as archive:
+            server = DicomServer(archive, archive.settings.dicom)
+            host, port = server.start()
+            try:
+                sys.stdout.write(
+                    f"listening: dicom={host}:{port} ae={archive.settings.dicom.ae_title} "
+                    f"archive={archive.settings.archive.resolve()}\n"
+                )
+                sys.stdout.flush()
+                stop.wait()
+            finally:
+                server.stop(SHUTDOWN_GRACE_SECONDS)
+            LOGGER.info("closing the archive (flushing pending commits)")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    LOGGER.info("stopped")
+    return EXIT_OK

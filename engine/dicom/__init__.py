@@ -1,0 +1,45 @@
+"""DICOM parsing and rebuilding: the only package of the engine that imports pydicom."""
+
+from __future__ import annotations
+
+from ._build import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    assemble_dataset,
+    part10,
+    reencode_dataset,
+)
+from ._encapsulation import encapsulate, join_encapsulated, split_encapsulated
+from ._json import dataset_to_json
+from ._native import frame_dtype, native_frames, native_pixel_value, native_tail
+from ._parse import ParsedInstance, parse_dataset, parse_part10
+from ._pixel import MAX_FRAME_BYTES, native_length
+from ._syntax import SyntaxInfo, supported_syntaxes, syntax_info
+from ._uid import validate_uid
+from ._values import QUERY_ELEMENTS
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "MAX_FRAME_BYTES",
+    "QUERY_ELEMENTS",
+    "ParsedInstance",
+    "SyntaxInfo",
+    "assemble_dataset",
+    "dataset_to_json",
+    "encapsulate",
+    "frame_dtype",
+    "join_encapsulated",
+    "native_frames",
+    "native_length",
+    "native_pixel_value",
+    "native_tail",
+    "parse_dataset",
+    "parse_part10",
+    "part10",
+    "reencode_dataset",
+    "split_encapsulated",
+    "supported_syntaxes",
+    "syntax_info",
+    "validate_uid",
+]

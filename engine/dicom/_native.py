@@ -1,0 +1,122 @@
+"""Native (uncompressed) Pixel Data as numpy frames, and the exact inverse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.errors import PixelDataError
+from engine.types import PixelDescription
+
+from ._pixel import SUBSAMPLED_422, native_length
+from ._syntax import syntax_info
+
+if TYPE_CHECKING:
+    from ._parse import ParsedInstance
+
+
+def frame_dtype(desc: PixelDescription, little_endian: bool = True) -> np.dtype[np.generic] | None:
+    """The numpy dtype of one sample in the given byte order, None when no dtype expresses it."""
+    order = "<" if little_endian else ">"
+    if desc.float_kind:
+        return np.dtype(f"{order}f{desc.float_kind // 8}")
+    if desc.bits_allocated not in (8, 16, 32, 64):
+        return None
+    kind = "i" if desc.pixel_representation else "u"
+    return np.dtype(f"{order}{kind}{desc.bits_allocated // 8}")
+
+
+def _expressible(desc: PixelDescription) -> bool:
+    subsampled = desc.samples_per_pixel == 3 and desc.photometric in SUBSAMPLED_422
+    return frame_dtype(desc) is not None and not subsampled
+
+
+def _words_swapped(desc: PixelDescription, little_endian: bool, pixel_vr: str) -> bool:
+    # 8-bit samples encoded as OW in big endian sit byte-swapped inside 16-bit words (PS3.5 A.3).
+    return not little_endian and desc.bits_allocated == 8 and pixel_vr == "OW"
+
+
+def _swap_pairs(data: bytes | memoryview) -> bytes:
+    array = np.frombuffer(data, dtype="u1", count=len(data) // 2 * 2)
+    swapped = array.reshape(-1, 2)[:, ::-1].tobytes()
+    return swapped + bytes(data[len(array) :])
+
+
+def _logical_value(parsed: ParsedInstance) -> bytes | memoryview:
+    """The native value with samples in stream order (undoes the 8-bit OW big endian word swap)."""
+    desc = parsed.pixel
+    little = syntax_info(parsed.transfer_syntax_uid).little_endian
+    if desc is not None and _words_swapped(desc, little, parsed.pixel_vr):
+        return _swap_pairs(parsed.pixel_value)
+    return parsed.pixel_value
+
+
+def native_frames(parsed: ParsedInstance) -> list[npt.NDArray[np.generic]] | None:
+    """Native pixel data as one array per frame, native byte order, shape desc.frame_shape.
+
+    Views of parsed.pixel_value where the bytes allow it (little endian, interleaved); planar
+    configuration 1 comes back as a transposed (non-contiguous) view; big endian data is copied.
+    None for encapsulated data, no pixel data, or layouts no whole-frame dtype expresses (1-bit,
+    YBR_*_422 subsampled, bit-packed 12/24-bit).
+    """
+    desc = parsed.pixel
+    if desc is None or parsed.encapsulated or not _expressible(desc):
+        return None
+    little = syntax_info(parsed.transfer_syntax_uid).little_endian
+    dtype = frame_dtype(desc, little)
+    assert dtype is not None  # _expressible checked it
+    count = desc.frames * desc.rows * desc.columns * desc.samples_per_pixel
+    array = np.frombuffer(_logical_value(parsed), dtype=dtype, count=count)
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+    if desc.samples_per_pixel > 1 and desc.planar_configuration == 1:
+        planes = array.reshape(desc.frames, desc.samples_per_pixel, desc.rows, desc.columns)
+        return list(planes.transpose(0, 2, 3, 1))
+    return list(array.reshape((desc.frames, *desc.frame_shape)))
+
+
+def native_tail(parsed: ParsedInstance) -> bytes:
+    """The bytes of a native Pixel Data value after its last frame (the pad byte, usually none)."""
+    if parsed.pixel is None or parsed.encapsulated:
+        return b""
+    return bytes(_logical_value(parsed)[native_length(parsed.pixel) :])
+
+
+def native_pixel_value(
+    frames: Sequence[npt.NDArray[np.generic]],
+    desc: PixelDescription,
+    transfer_syntax_uid: str,
+    tail: bytes = b"",
+    pixel_vr: str = "",
+) -> bytes:
+    """The native Pixel Data value of `frames` in the byte order of `transfer_syntax_uid`, plus `tail`.
+
+    The exact inverse of native_frames (with tail = native_tail(parsed) and pixel_vr = parsed.pixel_vr;
+    pixel_vr only matters for 8-bit OW big endian data). Planar configuration 1 is restored.
+    Raises PixelDataError for a frame count, shape or dtype that does not match `desc`.
+    """
+    info = syntax_info(transfer_syntax_uid)
+    if info.encapsulated:
+        raise PixelDataError(f"transfer syntax {info.name} has no native Pixel Data")
+    dtype = frame_dtype(desc, info.little_endian)
+    if dtype is None or not _expressible(desc):
+        raise PixelDataError(f"{desc.bits_allocated}-bit {desc.photometric} data has no frame dtype")
+    if len(frames) != desc.frames:
+        raise PixelDataError(f"{len(frames)} frames given, the description says {desc.frames}")
+    parts: list[bytes] = []
+    for number, frame in enumerate(frames):
+        array = np.asarray(frame)
+        if array.shape != desc.frame_shape or array.dtype.newbyteorder("=") != dtype.newbyteorder("="):
+            raise PixelDataError(
+                f"frame {number} is {array.dtype}{array.shape}, expected {dtype.newbyteorder('=')}{desc.frame_shape}"
+            )
+        if desc.samples_per_pixel > 1 and desc.planar_configuration == 1:
+            array = array.transpose(2, 0, 1)
+        parts.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    value = b"".join(parts) + tail
+    if _words_swapped(desc, info.little_endian, pixel_vr):
+        return _swap_pairs(value)
+    return value

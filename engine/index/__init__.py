@@ -1,0 +1,45 @@
+"""The LMDB index: instance records, header bytes, hierarchy, query keys, totals and the change log."""
+
+from __future__ import annotations
+
+from engine.index._committer import GroupCommitter
+from engine.index._index import Index
+from engine.index._model import (
+    Change,
+    ChangeOp,
+    IndexEntry,
+    IndexStats,
+    PatientRecord,
+    PutOutcome,
+    PutStatus,
+    SeriesRecord,
+    StudyRecord,
+)
+from engine.index._read import LOOKUP_LEVELS, IndexReader
+from engine.index._records import RECORD_VERSION, decode_instance, encode_instance
+from engine.index._schema import SCHEMA_VERSION, IndexSchemaError
+from engine.index._write import IndexWriter, PreparedEntry, prepare_entry
+
+__all__ = [
+    "LOOKUP_LEVELS",
+    "RECORD_VERSION",
+    "SCHEMA_VERSION",
+    "Change",
+    "ChangeOp",
+    "GroupCommitter",
+    "Index",
+    "IndexEntry",
+    "IndexReader",
+    "IndexSchemaError",
+    "IndexStats",
+    "IndexWriter",
+    "PatientRecord",
+    "PreparedEntry",
+    "PutOutcome",
+    "PutStatus",
+    "SeriesRecord",
+    "StudyRecord",
+    "decode_instance",
+    "encode_instance",
+    "prepare_entry",
+]
