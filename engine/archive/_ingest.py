@@ -110,6 +110,7 @@ class Ingestor:
                 plan.arrays,
                 {"sop_instance_uid": parsed.sop_instance_uid, "codec": plan.codec or ""},
                 generation=generation,
+                sync=False,  # made durable by the committer's pixel sync before the index commit
             )
             levels = level_infos(plan, refs)
             stored += sum(r.length for array_refs in refs for r in array_refs)

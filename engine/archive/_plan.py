@@ -209,10 +209,11 @@ def _plan_passthrough(
 def _plan_raw(parsed: dicom.ParsedInstance) -> PixelPlan:
     """Native layouts that are not whole frames of one dtype (1-bit, 4:2:2): the value bytes, zstd'ed."""
     value = bytes(parsed.pixel_value)
-    encoded = codecs.encode_verified(np.frombuffer(value, dtype=np.uint8), CODEC_ZSTD)
+    # A one-row "frame" of bytes: the codecs take 2-D frames, and the value has no frame structure.
+    encoded = codecs.encode_verified(np.frombuffer(value, dtype=np.uint8).reshape(1, -1), CODEC_ZSTD)
     array = LevelArray(
         level=0,
-        shape=(len(value),),
+        shape=(1, 1, len(value)),
         dtype="|u1",
         codec=CODEC_ZSTD,
         codec_config={},

@@ -145,8 +145,11 @@ class Retriever:
         if codec == CODEC_PASSTHROUGH and target == original:
             assert record.encapsulation is not None
             return dicom.join_encapsulated(record.encapsulation, chunks), True, {}
+        # Compressed frames are interleaved whatever the native data was (PS3.5 8.2: planar configuration
+        # is 0 for these syntaxes), so the header must say so.
+        interleave: dict[str, object] = {"PlanarConfiguration": 0} if desc.planar_configuration else {}
         if codec not in (CODEC_PASSTHROUGH, CODEC_ZSTD) and target == codecs.syntax_for_codec(codec or ""):
-            return dicom.encapsulate(chunks), True, {}
+            return dicom.encapsulate(chunks), True, interleave
         frames, updates = self._decode_all(record, chunks)
         if target in NATIVE_SYNTAXES:
             tail = record.pixel_tail if target == original else b""
@@ -154,6 +157,7 @@ class Retriever:
             value = dicom.native_pixel_value(frames, out_desc, target, tail, pixel_vr=_native_vr(record, target))
             return value, False, updates
         if target in LOSSLESS_ENCAPSULATED_SYNTAXES:
+            updates = {**updates, **interleave}
             out_desc = _with_updates(desc, updates)
             encoded = [codecs.encode_syntax_frame(f, target, out_desc) for f in frames]
             return dicom.encapsulate(encoded), True, updates
@@ -183,10 +187,18 @@ class Retriever:
         assert desc is not None
         chunk = self._pixels.read_chunk(record.levels[0].chunks[0])
         length = record.levels[0].columns  # the raw layout records the value length as its width
-        raw = codecs.decode_frame(chunk, CODEC_ZSTD, shape=(length,), dtype=np.uint8).tobytes()
+        raw = codecs.decode_frame(chunk, CODEC_ZSTD, shape=(1, length), dtype=np.uint8).tobytes()
+        if target not in NATIVE_SYNTAXES:
+            raise UnsupportedTransferSyntaxError(
+                f"{record.sop_instance_uid}: packed pixel data (BitsAllocated {desc.bits_allocated}, "
+                f"{desc.photometric}) is served only in native transfer syntaxes"
+            )
         same_order = (target == EXPLICIT_VR_BE) == (record.transfer_syntax_uid == EXPLICIT_VR_BE)
-        if target in NATIVE_SYNTAXES and (same_order or desc.bits_allocated == 8):
-            return raw
+        if same_order or _native_vr(record, record.transfer_syntax_uid) == "OB":
+            return raw  # bytes need no swapping
+        if len(raw) % 2 == 0:
+            # OW in big endian holds the packed bytes swapped in 16-bit words (PS3.5 7.3).
+            return np.frombuffer(raw, dtype=">u2").astype("<u2").tobytes()
         raise UnsupportedTransferSyntaxError(
             f"{record.sop_instance_uid}: packed pixel data (BitsAllocated {desc.bits_allocated}, "
             f"{desc.photometric}) is served only in native syntaxes of its original byte order"

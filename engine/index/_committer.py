@@ -29,11 +29,23 @@ class GroupCommitter:
     one fsync per batch instead of one per instance.
     """
 
-    def __init__(self, index: Index, *, batch: int = 64, name: str = "index-committer") -> None:
+    def __init__(
+        self,
+        index: Index,
+        *,
+        batch: int = 64,
+        name: str = "index-committer",
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """`before_commit` runs on the writer thread before each batch's transaction: the archive passes
+        the pixel store's sync, so chunks written without their own fsync are durable before the index
+        refers to them. If it raises, the whole batch fails with that error and nothing is committed.
+        """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         self._index = index
         self._batch = batch
+        self._before_commit = before_commit
         self._queue: queue.SimpleQueue[_Put | _Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders the closed flag against enqueueing: nothing follows _STOP
         self._closed = False
@@ -116,6 +128,8 @@ class GroupCommitter:
         if not live:
             return
         try:
+            if self._before_commit is not None:
+                self._before_commit()
             outcomes = self._index.put_instances([entry for entry, _ in live])
         except Exception as exc:  # noqa: BLE001 - every failure belongs to the futures, the thread lives on
             # Entries were validated when submitted, so what fails here (disk full, index closed) fails them all.

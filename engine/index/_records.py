@@ -76,11 +76,11 @@ def _pixel_in(v: list[object] | None) -> PixelDescription | None:
 
 def _level_out(lv: LevelInfo) -> list[object]:
     chunks = [[c.key, c.offset, c.length, c.crc32] for c in lv.chunks]
-    return [lv.level, lv.rows, lv.columns, lv.source, chunks, lv.level_prefixes]
+    return [lv.level, lv.rows, lv.columns, lv.source, chunks, lv.level_prefixes, lv.codec]
 
 
 def _level_in(v: list[object]) -> LevelInfo:
-    level, rows, columns, source, chunks, prefixes = v
+    level, rows, columns, source, chunks, prefixes, codec = v
     return LevelInfo(
         level=cast(int, level),
         rows=cast(int, rows),
@@ -88,6 +88,7 @@ def _level_in(v: list[object]) -> LevelInfo:
         source=cast(str, source),
         chunks=tuple(ChunkRef(*c) for c in cast("list[list[Any]]", chunks)),
         level_prefixes=tuple(tuple(p) for p in cast(list[list[int]], prefixes)),
+        codec=cast(str, codec),
     )
 
 
@@ -131,6 +132,9 @@ def encode_instance(r: InstanceRecord) -> bytes:
             _b64(r.pixel_tail),
             r.received_at,
             r.query,
+            r.generation,
+            r.layout,
+            _b64(r.pixel_element_header),
         ]
     ).encode("ascii")
 
@@ -158,6 +162,9 @@ def decode_instance(raw: bytes) -> InstanceRecord:
             tail,
             received_at,
             query,
+            generation,
+            layout,
+            element_header,
         ) = v
         return InstanceRecord(
             sop_instance_uid=cast(str, sop),
@@ -177,6 +184,9 @@ def decode_instance(raw: bytes) -> InstanceRecord:
             pixel_tail=_unb64(cast(str, tail)),
             received_at=cast(str, received_at),
             query=cast(dict[str, str], query),
+            generation=cast(int, generation),
+            layout=cast(str, layout),
+            pixel_element_header=_unb64(cast(str, element_header)),
         )
     except (ValueError, TypeError) as exc:
         raise CorruptDataError(f"stored instance record has an unexpected layout: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +13,30 @@ import pytest
 
 from engine.archive import Archive
 from engine.errors import EngineError
-from engine.testing.corpus import corpus_files
-from engine.types import LOSSLESS_ENCAPSULATED_SYNTAXES, NATIVE_SYNTAXES
+from engine.testing.corpus import corpus_files, readable
+from engine.types import DEFLATED_EXPLICIT_VR_LE, LOSSLESS_ENCAPSULATED_SYNTAXES, NATIVE_SYNTAXES
 
 FILES = corpus_files()
 
 # Files pydicom reads but the archive refuses, with the reason it must give (a substring of the error).
-REFUSED: dict[str, str] = {}
+REFUSED: dict[str, str] = {
+    "SC_rgb_jpeg.dcm": "implicit",  # meta says JPEG Baseline, the data set is implicit VR
+    "badVR.dcm": "NumberOfFrames",  # '1A'
+    "bad_sequence.dcm": "UID",  # hash strings where UIDs belong
+    # Its JPEG 2000 codestream is damaged: pydicom's decoders cannot read its header either.
+    "JPEG2000-embedded-sequence-delimiter.dcm": "does not decode",
+    "meta_missing_tsyntax.dcm": "(0002,0010)",
+    # Not complete instances: no UID to file them under.
+    "JPEGLSNearLossless_08.dcm": "StudyInstanceUID",
+    "JPEGLSNearLossless_16.dcm": "StudyInstanceUID",
+    "SC_rgb_jls_lossy_line.dcm": "StudyInstanceUID",
+    "SC_rgb_jls_lossy_sample.dcm": "StudyInstanceUID",
+    "UN_sequence.dcm": "SOPClassUID",
+    "empty_charset_LEI.dcm": "SOPClassUID",
+    "nested_priv_SQ.dcm": "SOPClassUID",
+    "no_meta_group_length.dcm": "SOPClassUID",
+    "priv_SQ.dcm": "SOPClassUID",
+}
 
 
 def _dataset_bytes(part10: bytes) -> tuple[str, bytes]:
@@ -35,6 +53,18 @@ def _pixels(data: bytes) -> np.ndarray | None:
     return np.asarray(ds.pixel_array)
 
 
+def _inflate(data: bytes) -> bytes:
+    return zlib.decompress(data, -zlib.MAX_WBITS)
+
+
+def _low_bits(pixels: np.ndarray | None, bits: int) -> np.ndarray | None:
+    if pixels is None or pixels.dtype.kind not in "iu":
+        return pixels
+    native = pixels.astype(pixels.dtype.newbyteorder("="), copy=False)
+    unsigned = native.view(f"u{pixels.dtype.itemsize}")
+    return unsigned & ((1 << bits) - 1)
+
+
 def _can_decode(data: bytes) -> bool:
     try:
         _pixels(data)
@@ -43,25 +73,18 @@ def _can_decode(data: bytes) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    with Archive.open(tmp_path_factory.mktemp("corpus") / "archive") as a:
+@pytest.fixture
+def archive(tmp_path: Path) -> Iterator[Archive]:
+    # One archive per file: several corpus files share a SOP Instance UID with different content.
+    with Archive.open(tmp_path / "archive") as a:
         yield a
-
-
-def _readable(path: Path) -> bool:
-    try:
-        pydicom.dcmread(path)
-    except Exception:  # noqa: BLE001 - the oracle: whatever pydicom refuses
-        return False
-    return True
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_import_export_roundtrip(archive: Archive, path: Path) -> None:
     sent = path.read_bytes()
     before = archive.stats()
-    if not _readable(path):
+    if not readable(path):  # pydicom cannot read it completely: truncated, no file meta, ...
         with pytest.raises(EngineError) as info:
             archive.ingest(sent, source=str(path))
         assert str(info.value), "a refusal must say why"
@@ -82,7 +105,10 @@ def test_import_export_roundtrip(archive: Archive, path: Path) -> None:
     assert got_syntax == sent_syntax
     if result.status == "stored":
         lossless_input = sent_syntax in LOSSLESS_ENCAPSULATED_SYNTAXES
-        if not lossless_input:
+        if sent_syntax == DEFLATED_EXPLICIT_VR_LE:
+            # zlib settings differ between writers: the promise is the inflated data set.
+            assert _inflate(got_dataset) == _inflate(sent_dataset)
+        elif not lossless_input:
             assert got_dataset == sent_dataset, "native and lossy input must come back byte for byte"
         elif _can_decode(sent):
             assert np.array_equal(_pixels(original), _pixels(sent)), "lossless input must be pixel-identical"
@@ -93,10 +119,10 @@ def test_import_export_roundtrip(archive: Archive, path: Path) -> None:
         reference = _pixels(sent)
         assert np.array_equal(_pixels(explicit), reference)
         if _can_decode(stored):
-            assert np.array_equal(_pixels(stored), reference)
-
-
-def test_verify_deep_clean_after_corpus(archive: Archive) -> None:
-    # Runs after the parametrised imports above (same module-scoped archive).
-    assert archive.stats().instances > 0
+            # Compressed codestreams carry BitsStored bits: compare what those bits hold (mlut_18.dcm has
+            # values beyond its BitsStored in the native container, which a decoder reads differently).
+            bits = int(pydicom.dcmread(io.BytesIO(sent), stop_before_pixels=True).BitsStored)
+            assert np.array_equal(_low_bits(_pixels(stored), bits), _low_bits(reference, bits))
     assert archive.verify(deep=True) == []
+
+

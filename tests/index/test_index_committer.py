@@ -118,3 +118,24 @@ def test_a_future_cancelled_while_queued_is_not_stored(index: Index, factory) ->
         entries[0].record.sop_instance_uid,
         entries[2].record.sop_instance_uid,
     ]
+
+
+def test_before_commit_runs_before_each_batch_and_its_failure_fails_the_batch(tmp_path, factory) -> None:  # type: ignore[no-untyped-def]
+    from engine.index import GroupCommitter, Index, IndexEntry
+
+    calls: list[int] = []
+    with Index(tmp_path / "idx") as index:
+        committer = GroupCommitter(index, before_commit=lambda: calls.append(index.stats().instances))
+        first = committer.submit(IndexEntry(factory.record(), b"p", b"s")).result(timeout=30)
+        assert first.status == "stored"
+        assert calls == [0], "the hook runs before the transaction that stores the entry"
+
+        def failing() -> None:
+            raise OSError(5, "pixel store sync failed")
+
+        committer._before_commit = failing
+        future = committer.submit(IndexEntry(factory.record(), b"p", b"s"))
+        with pytest.raises(OSError, match="sync failed"):
+            future.result(timeout=30)
+        committer.close()
+        assert index.stats().instances == 1, "nothing is committed when the hook fails"

@@ -41,6 +41,7 @@ levels = st.builds(
     source=st.sampled_from(["array", "resolution"]),
     chunks=st.lists(chunks, max_size=4).map(tuple),
     level_prefixes=st.lists(st.lists(small, max_size=5).map(tuple), max_size=4).map(tuple),
+    codec=st.sampled_from(["", "htj2k", "jpegls", "zstd"]),
 )
 encapsulations = st.builds(
     Encapsulation,
@@ -68,6 +69,9 @@ records = st.builds(
     pixel_tail=st.binary(max_size=4),
     received_at=texts,
     query=st.dictionaries(st.sampled_from(["PatientID", "PatientName", "StudyDate", "Modality"]), texts),
+    generation=st.integers(0, 2**31),
+    layout=st.sampled_from(["frames", "raw"]),
+    pixel_element_header=st.binary(max_size=12),
 )
 
 
