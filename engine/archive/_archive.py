@@ -13,6 +13,8 @@ import numpy as np
 
 from engine import dicom
 from engine.archive._ingest import Ingestor, IngestResult
+from engine.archive._journal import Journal
+from engine.archive._receiver import Receiver
 from engine.archive._retrieve import Retriever, resolve_syntax
 from engine.archive._verify import sweep_orphans, verify_archive
 from engine.config import Settings, load_settings
@@ -65,6 +67,8 @@ class Archive:
             self._retriever = Retriever(self.pixels)
             self._committer: GroupCommitter | None = None
             self._ingestor: Ingestor | None = None
+            self._receiver: Receiver | None = None
+            self._journal: Journal | None = None
             if not readonly:
                 swept = sweep_orphans(self.index, self.pixels)
                 if swept:
@@ -81,6 +85,14 @@ class Archive:
                     settings.storage.profile,
                     settings.storage.overwrite,
                 )
+                self._journal = Journal(root / "journal")
+                self._receiver = Receiver(
+                    self._ingestor, self._journal, settings.storage.workers, settings.storage.overwrite
+                )
+                unfinished = [s for s in self._journal.segments() if s != self._journal.current]
+                recovered = self._receiver.recover(unfinished)
+                if recovered:
+                    LOGGER.warning("ingested %d acknowledged instances left in the receive journal", recovered)
         except BaseException:
             self._unlock()
             raise
@@ -112,8 +124,12 @@ class Archive:
         if self._closed:
             return
         self._closed = True
+        if self._receiver is not None:
+            self._receiver.close()  # every acknowledged instance is indexed before the index closes
         if self._committer is not None:
             self._committer.close()
+        if self._journal is not None:
+            self._journal.close()
         self.index.close()
         self._unlock()
 
@@ -144,19 +160,42 @@ class Archive:
         LOGGER.debug("%s %s from %s", result.status, result.sop_instance_uid, source or "?")
         return result
 
+    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None) -> IngestResult:
+        """Take an instance from the network: return once it is validated and durable.
+
+        Native pixel data is durable in the receive journal when this returns and is transcoded and
+        indexed moments later by a worker pool (reads in this process wait for it; a crash before it
+        is finished is recovered at the next open). Compressed input is ingested before returning,
+        since only decoding it shows whether it is corrupt. Raises what `ingest` raises.
+        """
+        if self._receiver is None or self._closed:
+            raise ClosedError("the archive is closed or open read-only")
+        return self._receiver.accept(data, transfer_syntax_uid)
+
+    def wait_for_ingests(self) -> None:
+        """Wait until every instance acknowledged so far by `accept` is indexed (or failed, logged)."""
+        if self._receiver is not None:
+            self._receiver.wait()
+
     def ingest_file(self, path: Path | str) -> IngestResult:
         """Read a Part-10 file and ingest it; see `ingest`."""
         with open(path, "rb") as f:
             return self.ingest(f.read(), source=str(path))
 
     # -- retrieve -------------------------------------------------------------------------------------
+    def _settled(self, sop_uid: str | None = None) -> None:
+        """Reads see every instance this process acknowledged, even one still being transcoded."""
+        if self._receiver is not None:
+            self._receiver.wait(sop_uid)
+
     def record(self, sop_uid: str) -> InstanceRecord:
         """The index record of an instance. Raises NotFoundError."""
+        self._settled(sop_uid)
         return self.index.get_instance(sop_uid)
 
     def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]:
         """(transfer syntax UID, data set bytes without file meta) of an instance; see read_instance."""
-        record = self.index.get_instance(sop_uid)
+        record = self.record(sop_uid)
         prefix, suffix = self.index.get_header(sop_uid)
         target = resolve_syntax(record, syntax)
         return target, self._retriever.dataset(record, prefix, suffix, target)
@@ -166,33 +205,37 @@ class Archive:
 
         Raises NotFoundError, UnsupportedTransferSyntaxError, CorruptDataError.
         """
-        record = self.index.get_instance(sop_uid)
+        record = self.record(sop_uid)
         target, dataset = self.read_dataset(sop_uid, syntax)
         return dicom.part10(dataset, target, record.sop_class_uid, sop_uid)
 
     def read_frame(self, sop_uid: str, frame: int, level: int = 0) -> np.ndarray:
         """Pixels of frame `frame` (0-based) at resolution `level` (0 = full). Raises NotFoundError."""
-        return self._retriever.frame(self.index.get_instance(sop_uid), frame, level)
+        return self._retriever.frame(self.record(sop_uid), frame, level)
 
     def read_frame_encoded(self, sop_uid: str, frame: int) -> tuple[str, bytes]:
         """(transfer syntax, codestream) of a frame exactly as stored, without decoding."""
-        return self._retriever.frame_encoded(self.index.get_instance(sop_uid), frame)
+        return self._retriever.frame_encoded(self.record(sop_uid), frame)
 
     def read_frame_prefix(self, sop_uid: str, frame: int, level: int) -> bytes:
         """The first bytes of a frame's stored codestream that decode it at `level`."""
-        return self._retriever.frame_prefix(self.index.get_instance(sop_uid), frame, level)
+        return self._retriever.frame_prefix(self.record(sop_uid), frame, level)
 
     # -- browse ---------------------------------------------------------------------------------------
     def study_uids(self) -> list[str]:
+        self._settled()
         return self.index.study_uids()
 
     def series_uids(self, study_uid: str) -> list[str]:
+        self._settled()
         return self.index.series_uids(study_uid)
 
     def instance_uids(self, series_uid: str) -> list[str]:
+        self._settled()
         return self.index.instance_uids(series_uid)
 
     def stats(self) -> ArchiveStats:
+        self._settled()
         s = self.index.stats()
         return ArchiveStats(
             patients=s.patients,
@@ -206,6 +249,7 @@ class Archive:
     # -- integrity ------------------------------------------------------------------------------------
     def verify(self, deep: bool = False) -> list[str]:
         """Problems found: index and pixel store disagree, chunk length/checksum, (deep) frame hashes."""
+        self._settled()
         return verify_archive(self.index, self.pixels, self._retriever, deep=deep)
 
     def sweep(self) -> int:

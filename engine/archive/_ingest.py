@@ -10,8 +10,14 @@ from datetime import UTC, datetime
 import xxhash
 
 from engine import dicom
-from engine.archive._plan import PixelPlan, level_infos, plan_pixels
-from engine.errors import CorruptDataError, DuplicateInstanceError, NotFoundError
+from engine.archive._plan import PixelPlan, level_infos, plan_pixels, plan_raw
+from engine.errors import (
+    CodecUnavailableError,
+    CorruptDataError,
+    DuplicateInstanceError,
+    NotFoundError,
+    VerificationError,
+)
 from engine.index import GroupCommitter, Index, IndexEntry
 from engine.pixels import LocalPixelStore
 from engine.types import InstanceRecord
@@ -48,23 +54,43 @@ class Ingestor:
         self._overwrite = overwrite
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
 
-    def ingest(self, parsed: dicom.ParsedInstance) -> IngestResult:
-        """Store `parsed` durably; see Archive.ingest for what it raises."""
+    def lock_for(self, sop: str) -> threading.Lock:
+        """The lock that serialises everything done to one SOP Instance UID."""
+        return self._locks[hash(sop) % _STRIPES]
+
+    def existing(self, sop: str) -> InstanceRecord | None:
+        try:
+            return self._index.get_instance(sop)
+        except NotFoundError:
+            return None
+
+    def ingest(self, parsed: dicom.ParsedInstance, *, fallback: bool = False) -> IngestResult:
+        """Store `parsed` durably; see Archive.ingest for what it raises.
+
+        With `fallback`, pixel data that the profile's codec cannot store verified is kept with the
+        general-purpose lossless codec instead of being refused: for instances already acknowledged.
+        """
         dataset_bytes = received_size(parsed)
         digest = dataset_digest(parsed)
         sop = parsed.sop_instance_uid
-        with self._locks[hash(sop) % _STRIPES]:
-            previous = self._existing(sop)
+        with self.lock_for(sop):
+            previous = self.existing(sop)
             if previous is not None:
                 if previous.digest == digest:
-                    return _result(previous, "duplicate")
+                    return result_for(previous, "duplicate")
                 if not self._overwrite:
                     raise DuplicateInstanceError(
                         f"SOP Instance {sop} is already stored with different content "
                         f"(overwrite is off in the configuration)"
                     )
             generation = previous.generation + 1 if previous is not None else 0
-            plan = plan_pixels(parsed, self._profile)
+            try:
+                plan = plan_pixels(parsed, self._profile)
+            except (VerificationError, CodecUnavailableError) as exc:
+                if not fallback or parsed.pixel is None or parsed.encapsulated:
+                    raise
+                LOGGER.error("%s: %s; keeping its pixel data with zstd instead", sop, exc)
+                plan = plan_raw(parsed)
             record, written = self._write_pixels(parsed, plan, dataset_bytes, digest, generation)
             entry = IndexEntry(
                 record=record,
@@ -86,13 +112,7 @@ class Ingestor:
                 if written:
                     self._pixels.delete_instance(sop, generation)
                 raise CorruptDataError(f"index refused {sop}: {outcome.status}")
-            return _result(record, outcome.status)
-
-    def _existing(self, sop: str) -> InstanceRecord | None:
-        try:
-            return self._index.get_instance(sop)
-        except NotFoundError:
-            return None
+            return result_for(record, outcome.status)
 
     def _write_pixels(
         self,
@@ -139,7 +159,7 @@ class Ingestor:
         return record, plan is not None
 
 
-def _result(record: InstanceRecord, status: str) -> IngestResult:
+def result_for(record: InstanceRecord, status: str) -> IngestResult:
     return IngestResult(
         sop_instance_uid=record.sop_instance_uid,
         study_instance_uid=record.study_instance_uid,

@@ -74,7 +74,7 @@ def plan_pixels(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan | None:
     if not parsed.encapsulated:
         frames = dicom.native_frames(parsed)
         if frames is None:
-            return _plan_raw(parsed)
+            return plan_raw(parsed)
         return _plan_frames(frames, desc, profile, encapsulation=None, tail=dicom.native_tail(parsed))
     # Video syntaxes hold one stream for all frames: the parser's layout says how many codestreams.
     n_codestreams = len(parsed.encapsulation.fragments_per_frame) if parsed.encapsulation else desc.frames
@@ -206,7 +206,7 @@ def _plan_passthrough(
     )
 
 
-def _plan_raw(parsed: dicom.ParsedInstance) -> PixelPlan:
+def plan_raw(parsed: dicom.ParsedInstance) -> PixelPlan:
     """Native layouts that are not whole frames of one dtype (1-bit, 4:2:2): the value bytes, zstd'ed."""
     value = bytes(parsed.pixel_value)
     # A one-row "frame" of bytes: the codecs take 2-D frames, and the value has no frame structure.

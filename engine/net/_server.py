@@ -28,9 +28,7 @@ LOGGER = logging.getLogger(__name__)
 class StoreTarget(Protocol):
     """What the listener needs from the archive."""
 
-    def ingest(
-        self, data: bytes | memoryview, transfer_syntax_uid: str | None = None, *, source: str = ""
-    ) -> IngestResult: ...
+    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None) -> IngestResult: ...
 
 
 @dataclass(slots=True)
@@ -206,7 +204,8 @@ class DicomServer:
             # The encoded data set exactly as the peer sent it: never decoded and re-encoded here.
             data = request.DataSet.getvalue()
             syntax = str(event.context.transfer_syntax)
-            result = self._archive.ingest(data, syntax, source=f"dicom:{calling_ae}@{address}")
+            # Returns once the instance is durable (journalled or stored): then success may be sent.
+            result = self._archive.accept(data, syntax)
         except Exception as exc:  # the edge answers every failure with a status, bugs included
             status = store_status(exc)
             reason = str(exc) if isinstance(exc, EngineError) else f"internal error: {type(exc).__name__}"

@@ -1,0 +1,190 @@
+"""The receive journal: received data sets made durable with one append and a shared fdatasync.
+
+A C-STORE is acknowledged once its bytes are in the journal, and transcoded into the pixel store and the
+index right after, off the association's thread. After a crash, records the index does not hold yet are
+ingested again at open. Segments whose records are all indexed are deleted.
+
+Record layout (little endian): b"PEJ1", u32 header length, u64 data length, u32 crc32(data),
+header = JSON {"sop", "ts", "digest"}, then the data set bytes. A torn record at the tail (a crash
+during the append) was never acknowledged, so recovery stops there.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import CorruptDataError, StorageFullError
+
+LOGGER = logging.getLogger(__name__)
+
+_MAGIC = b"PEJ1"
+_HEAD = struct.Struct("<4sIQI")
+SEGMENT_BYTES = 256 << 20  # rotate after this much; a segment is deleted once all its records are indexed
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    segment: int
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    digest: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Where an appended record lives, so its segment can be released once the record is indexed."""
+
+    segment: int
+    end: int  # byte offset just past the record: durable once the segment is synced to here
+
+
+class Journal:
+    """Append-only segment files with group fdatasync. Thread-safe."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one fdatasync at a time; waiters behind it share the next
+        existing = self.segments()
+        self._segment = (existing[-1] + 1) if existing else 1
+        self._fd = self._open_segment(self._segment)
+        self._written = 0
+        self._synced = 0
+        self._outstanding: dict[int, int] = {}  # segment -> records appended but not yet released
+        self._failed: OSError | None = None
+
+    @property
+    def current(self) -> int:
+        """The segment being written by this process."""
+        return self._segment
+
+    def segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self._dir.glob("*.journal") if p.stem.isdigit())
+
+    def _path(self, segment: int) -> Path:
+        return self._dir / f"{segment:012d}.journal"
+
+    def _open_segment(self, segment: int) -> int:
+        fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # The new file's directory entry must be durable before any record in it is acknowledged.
+        dir_fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return fd
+
+    def append(self, sop_instance_uid: str, transfer_syntax_uid: str, digest: str, data: bytes | memoryview) -> Ticket:
+        """Write a record (not yet durable: call sync(ticket)). Raises StorageFullError on ENOSPC."""
+        header = json.dumps({"sop": sop_instance_uid, "ts": transfer_syntax_uid, "digest": digest}).encode()
+        head = _HEAD.pack(_MAGIC, len(header), len(data), zlib.crc32(data))
+        with self._lock:
+            if self._written >= SEGMENT_BYTES:
+                self._rotate()
+            try:
+                written = os.writev(self._fd, [head, header, data])
+                if written != len(head) + len(header) + len(data):
+                    raise OSError(errno.ENOSPC, "short write to the receive journal")
+            except OSError as exc:
+                # Cut a partial record off again: records after a torn one would be unreachable.
+                os.ftruncate(self._fd, self._written)
+                raise _translate(exc) from exc
+            self._written += len(head) + len(header) + len(data)
+            self._outstanding[self._segment] = self._outstanding.get(self._segment, 0) + 1
+            return Ticket(self._segment, self._written)
+
+    def _rotate(self) -> None:
+        """Start a new segment (called with the lock held); the old one is synced before it is left."""
+        os.fdatasync(self._fd)
+        os.close(self._fd)
+        old = self._segment
+        self._segment += 1
+        self._fd = self._open_segment(self._segment)
+        self._written = self._synced = 0
+        if not self._outstanding.get(old):
+            self._delete(old)
+
+    def sync(self, ticket: Ticket) -> None:
+        """Return once the record of `ticket` is on disk; concurrent callers share one fdatasync."""
+        with self._sync_lock:
+            with self._lock:
+                if self._failed is not None:
+                    raise self._failed
+                if ticket.segment != self._segment or self._synced >= ticket.end:
+                    return  # rotation synced it, or another caller's fdatasync covered it
+                fd, target = self._fd, self._written
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                # After a failed fdatasync the page cache may have dropped the data: fail everything
+                # written so far rather than acknowledge it later.
+                with self._lock:
+                    self._failed = _translate(exc)
+                raise self._failed from exc
+            with self._lock:
+                if fd == self._fd:
+                    self._synced = max(self._synced, target)
+
+    def release(self, ticket: Ticket) -> None:
+        """The record of `ticket` is indexed: its segment may go once nothing else in it is pending."""
+        with self._lock:
+            left = self._outstanding.get(ticket.segment, 0) - 1
+            if left > 0:
+                self._outstanding[ticket.segment] = left
+                return
+            self._outstanding.pop(ticket.segment, None)
+            if ticket.segment != self._segment:
+                self._delete(ticket.segment)
+
+    def _delete(self, segment: int) -> None:
+        try:
+            self._path(segment).unlink()
+        except FileNotFoundError:
+            pass
+
+    def records(self, segment: int) -> Iterator[JournalRecord]:
+        """The complete records of a segment in order; stops at a torn tail."""
+        data = self._path(segment).read_bytes()
+        pos = 0
+        while pos + _HEAD.size <= len(data):
+            magic, header_len, data_len, crc = _HEAD.unpack_from(data, pos)
+            start = pos + _HEAD.size
+            end = start + header_len + data_len
+            if magic != _MAGIC or end > len(data):
+                if magic != _MAGIC:
+                    LOGGER.error("journal segment %d: unreadable record at byte %d; later records skipped", segment, pos)
+                break
+            body = data[start + header_len : end]
+            if zlib.crc32(body) != crc:
+                raise CorruptDataError(f"journal segment {segment}: record at byte {pos} fails its checksum")
+            header = json.loads(data[start : start + header_len])
+            yield JournalRecord(segment, header["sop"], header["ts"], header["digest"], body)
+            pos = end
+
+    def drop_segment(self, segment: int) -> None:
+        """Delete a recovered segment (never the one being written)."""
+        if segment != self._segment:
+            self._delete(segment)
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)
+            if not self._outstanding.get(self._segment):
+                self._delete(self._segment)
+
+
+def _translate(exc: OSError) -> OSError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(exc.errno, f"no space left for the receive journal: {exc.strerror}")
+    return exc

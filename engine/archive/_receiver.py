@@ -1,0 +1,175 @@
+"""Network receive path: acknowledge once the bytes are journalled, transcode off the association thread.
+
+DESIGN.md's DIMSE table shows why: a C-STORE association is strictly request/response, so every
+millisecond spent before the response caps one sender's rate. Parsing and validation stay before the
+response (bad input is still refused with a reason); native pixel data, whose encoding cannot fail on
+valid input, is transcoded by a worker pool after the journal has made the received bytes durable.
+Compressed input is ingested before the response, since only decoding it shows whether it is corrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from engine import dicom
+from engine.archive._ingest import Ingestor, IngestResult, dataset_digest, received_size, result_for
+from engine.archive._journal import Journal, Ticket
+from engine.errors import DuplicateInstanceError, EngineError
+
+LOGGER = logging.getLogger(__name__)
+
+# Acknowledged-but-not-yet-indexed instances held in memory at most; senders wait beyond it.
+MAX_BACKLOG = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    digest: str
+    future: Future[None]
+
+
+class Receiver:
+    """Accepts instances from the network: journal, acknowledge, then ingest in the background."""
+
+    def __init__(self, ingestor: Ingestor, journal: Journal, workers: int, overwrite: bool) -> None:
+        self._ingestor = ingestor
+        self._journal = journal
+        self._overwrite = overwrite
+        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="transcode")
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._backlog = threading.BoundedSemaphore(MAX_BACKLOG)
+
+    def recover(self, segments: list[int]) -> int:
+        """Ingest journalled instances a crash left unindexed; returns how many were ingested."""
+        count = 0
+        for segment in segments:
+            for record in self._journal.records(segment):
+                known = self._ingestor.existing(record.sop_instance_uid)
+                if known is not None and known.digest == record.digest:
+                    continue
+                self._ingestor.ingest(_parse(record.data, record.transfer_syntax_uid), fallback=True)
+                count += 1
+            self._journal.drop_segment(segment)
+        return count
+
+    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None) -> IngestResult:
+        """Validate and durably journal one instance; see Archive.accept."""
+        parsed = _parse(data, transfer_syntax_uid)
+        if parsed.encapsulated:
+            return self._ingestor.ingest(parsed)
+        # Taken before any SOP lock: waiting for room while holding one could block the very worker
+        # (same lock stripe) whose completion makes room.
+        self._backlog.acquire()
+        queued = False
+        try:
+            result, queued = self._accept_native(parsed, transfer_syntax_uid, data)
+        finally:
+            if not queued:
+                self._backlog.release()
+        return result if result is not None else self._ingestor.ingest(parsed)
+
+    def _accept_native(
+        self, parsed: dicom.ParsedInstance, transfer_syntax_uid: str | None, data: bytes | memoryview
+    ) -> tuple[IngestResult | None, bool]:
+        """Journal and queue native input (True: it keeps the caller's backlog slot), or say it is a
+        duplicate; a None result means: a replacement, to ingest synchronously.
+        """
+        sop = parsed.sop_instance_uid
+        digest = dataset_digest(parsed)
+        while True:
+            with self._ingestor.lock_for(sop):
+                pending = self._pending_for(sop)
+                if pending is None:
+                    known = self._ingestor.existing(sop)
+                    if known is None:
+                        ticket, future = self._journal_and_register(parsed, transfer_syntax_uid, digest, data)
+                        break
+                    if known.digest == digest:
+                        return result_for(known, "duplicate"), False
+                    if not self._overwrite:
+                        raise _conflict(sop)
+                elif pending.digest == digest:
+                    return _accepted(parsed, "duplicate"), False
+                elif not self._overwrite:
+                    raise _conflict(sop)
+            if pending is None:
+                return None, False
+            pending.future.exception()  # a replacement waits for the instance it replaces, then retries
+        self._pool.submit(self._transcode, parsed, ticket, future)
+        return _accepted(parsed, "stored"), True
+
+    def _journal_and_register(
+        self, parsed: dicom.ParsedInstance, syntax: str | None, digest: str, data: bytes | memoryview
+    ) -> tuple[Ticket, Future[None]]:
+        """Make the received bytes durable and mark the instance pending (caller holds its SOP lock)."""
+        ticket = self._journal.append(parsed.sop_instance_uid, syntax or "", digest, data)
+        self._journal.sync(ticket)
+        future: Future[None] = Future()
+        with self._lock:
+            self._pending[parsed.sop_instance_uid] = _Pending(digest, future)
+        return ticket, future
+
+    def _pending_for(self, sop: str) -> _Pending | None:
+        with self._lock:
+            return self._pending.get(sop)
+
+    def _transcode(self, parsed: dicom.ParsedInstance, ticket: Ticket, future: Future[None]) -> None:
+        sop = parsed.sop_instance_uid
+        try:
+            self._ingestor.ingest(parsed, fallback=True)
+        except EngineError as exc:
+            # Still durable in the journal: the next open ingests it again.
+            LOGGER.error("acknowledged instance %s is journalled but not yet stored: %s", sop, exc)
+            future.set_exception(exc)
+        except BaseException as exc:
+            LOGGER.exception("acknowledged instance %s is journalled but not yet stored", sop)
+            future.set_exception(exc)
+        else:
+            self._journal.release(ticket)
+            future.set_result(None)
+        finally:
+            with self._lock:
+                if self._pending.get(sop) is not None and self._pending[sop].future is future:
+                    del self._pending[sop]
+            self._backlog.release()
+
+    def wait(self, sop: str | None = None) -> None:
+        """Wait until `sop` (or every instance acknowledged so far) is indexed; errors stay logged."""
+        with self._lock:
+            if sop is not None:
+                futures = [self._pending[sop].future] if sop in self._pending else []
+            else:
+                futures = [p.future for p in self._pending.values()]
+        for f in futures:
+            f.exception()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _parse(data: bytes | memoryview, transfer_syntax_uid: str | None) -> dicom.ParsedInstance:
+    if transfer_syntax_uid:
+        return dicom.parse_dataset(data, transfer_syntax_uid)
+    return dicom.parse_part10(data)
+
+
+def _accepted(parsed: dicom.ParsedInstance, status: str) -> IngestResult:
+    return IngestResult(
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+        status=status,
+        received_bytes=received_size(parsed),
+        stored_bytes=0,  # known once transcoded
+    )
+
+
+def _conflict(sop: str) -> DuplicateInstanceError:
+    return DuplicateInstanceError(
+        f"SOP Instance {sop} is already stored with different content (overwrite is off in the configuration)"
+    )
