@@ -11,7 +11,7 @@ from types import TracebackType
 
 import numpy as np
 
-from engine import dicom
+from engine import codecs, dicom
 from engine.archive._ingest import Ingestor, IngestResult
 from engine.archive._journal import Journal
 from engine.archive._receiver import Receiver
@@ -58,6 +58,7 @@ class Archive:
         self._closed = False
         root = settings.archive
         root.mkdir(parents=True, exist_ok=True)
+        codecs.warm_up()  # before any thread encodes or decodes: see engine/codecs/_warmup.py
         self._lock_fd = self._lock(root) if not readonly else None
         try:
             self.index = Index(

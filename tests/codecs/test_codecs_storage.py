@@ -207,3 +207,29 @@ def test_encode_verified_compares_bits_not_values() -> None:
     encoded = encode_verified(ct, CODEC_ZSTD)
     decoded = decode_frame(encoded.data, CODEC_ZSTD, shape=ct.shape, dtype=ct.dtype)
     assert decoded.tobytes() == ct.tobytes()
+
+
+def test_warm_up_then_concurrent_round_trips_in_a_fresh_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """OpenJPH's first use is not thread-safe; after warm_up() concurrent use from a cold process is."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from engine import codecs\n"
+        "from engine.testing.corpus import pydicom_test_files_dir\n"
+        "import pydicom\n"
+        "f = pydicom.dcmread(pydicom_test_files_dir() / 'CT_small.dcm').pixel_array\n"
+        "frames = [np.roll(f, k, axis=0).copy() for k in range(16)]\n"
+        "codecs.warm_up()\n"
+        "def one(fr):\n"
+        "    e = codecs.encode_frame(fr, 'htj2k')\n"
+        "    return np.array_equal(codecs.decode_frame(e.data, 'htj2k', shape=fr.shape, dtype=fr.dtype), fr)\n"
+        "with ThreadPoolExecutor(4) as ex:\n"
+        "    print(sum(ex.map(one, frames)))\n"
+    )
+    for _ in range(3):
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "16", out.stderr
