@@ -1,0 +1,137 @@
+"""Bad input is refused with a reason that says what is wrong, and the archive stays exactly as it was."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+
+from engine.archive import Archive
+from engine.errors import (
+    DuplicateInstanceError,
+    EngineError,
+    InvalidDicomError,
+    InvalidUIDError,
+    PixelDataError,
+    UnsupportedTransferSyntaxError,
+)
+from engine.testing.corpus import pydicom_data_dir, pydicom_test_files_dir
+
+
+def _ct() -> Dataset:
+    return pydicom.dcmread(pydicom_test_files_dir() / "CT_small.dcm")
+
+
+def _save(ds: Dataset, *, enforce: bool = True) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=enforce)
+    return out.getvalue()
+
+
+def _with(**changes: object) -> bytes:
+    ds = _ct()
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    return _save(ds)
+
+
+def _wrong_pixel_length() -> bytes:
+    ds = _ct()
+    ds.PixelData = ds.PixelData[:-100]
+    return _save(ds)
+
+
+def _huge_image() -> bytes:
+    ds = _ct()
+    ds.Rows = 65535
+    ds.Columns = 65535
+    ds.NumberOfFrames = 100000
+    return _save(ds)
+
+
+def _unknown_syntax() -> bytes:
+    ds = _ct()
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5.6.7"
+    data = bytearray(_save(ds, enforce=False))
+    return bytes(data)
+
+
+def _corrupt_compressed_frame() -> bytes:
+    """A real JPEG-LS lossless file whose codestream has its middle replaced by garbage."""
+    ds = pydicom.dcmread(pydicom_test_files_dir() / "MR_small_jpeg_ls_lossless.dcm")
+    frames = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    broken = bytearray(frames[0])
+    broken[40 : len(broken) - 40] = bytes(range(256)) * ((len(broken) - 80) // 256) + bytes((len(broken) - 80) % 256)
+    ds.PixelData = encapsulate([bytes(broken)])
+    return _save(ds)
+
+
+def _truncated() -> bytes:
+    data = (pydicom_data_dir() or pydicom_test_files_dir()).joinpath("693_UNCR.dcm").read_bytes()
+    return data[: len(data) // 2]
+
+
+CASES: dict[str, tuple[Callable[[], bytes], type[EngineError], str]] = {
+    "truncated file": (_truncated, InvalidDicomError, ""),
+    "wrong pixel data length": (_wrong_pixel_length, PixelDataError, "Pixel Data"),
+    "missing SOP Instance UID": (lambda: _with(SOPInstanceUID=""), InvalidUIDError, "SOPInstanceUID"),
+    "malformed Study UID": (lambda: _with(StudyInstanceUID="1.2.abc"), InvalidUIDError, "StudyInstanceUID"),
+    "path traversal in SOP UID": (lambda: _with(SOPInstanceUID="../../etc/passwd"), InvalidUIDError, ""),
+    "path traversal in Series UID": (lambda: _with(SeriesInstanceUID="1.2/../3"), InvalidUIDError, ""),
+    "unknown transfer syntax": (_unknown_syntax, UnsupportedTransferSyntaxError, "1.2.3.4.5.6.7"),
+    "huge declared image": (_huge_image, PixelDataError, ""),
+    "corrupt compressed frame": (_corrupt_compressed_frame, EngineError, ""),
+    "not DICOM at all": (lambda: b"hello, this is not a DICOM file" * 10, InvalidDicomError, "DICM"),
+}
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Iterator[Archive]:
+    with Archive.open(tmp_path / "archive") as a:
+        # Something good stored first: it must survive every refusal intact.
+        a.ingest((pydicom_data_dir() or pydicom_test_files_dir()).joinpath("693_UNCR.dcm").read_bytes())
+        yield a
+
+
+@pytest.mark.parametrize("how", ["ingest", "accept"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_nothing_changes(archive: Archive, case: str, how: str) -> None:
+    make, error, says = CASES[case]
+    data = make()
+    before = archive.stats()
+    good = archive.study_uids()
+    stored_sop = archive.instance_uids(archive.series_uids(good[0])[0])[0]
+    good_copy = archive.read_instance(stored_sop)
+    with pytest.raises(error) as info:
+        getattr(archive, how)(data)
+    assert str(info.value).strip(), "the refusal says why"
+    if says:
+        assert says in str(info.value)
+    archive.wait_for_ingests()
+    assert archive.stats() == before
+    assert archive.read_instance(stored_sop) == good_copy
+    assert archive.verify(deep=True) == []
+
+
+def test_same_uid_different_content_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    first = _ct()
+    second = _ct()
+    second.PatientName = "Other^Person"
+    with Archive.open(tmp_path / "a") as archive:
+        archive.ingest(_save(first))
+        assert archive.ingest(_save(first)).status == "duplicate"
+        with pytest.raises(DuplicateInstanceError, match="different content"):
+            archive.ingest(_save(second))
+        assert archive.verify(deep=True) == []
+    with Archive.open(tmp_path / "a", storage={"overwrite": True}) as archive:
+        result = archive.ingest(_save(second))
+        assert result.status == "replaced"
+        back = pydicom.dcmread(io.BytesIO(archive.read_instance(result.sop_instance_uid)))
+        assert back.PatientName == "Other^Person"
+        assert archive.stats().instances == 1
+        assert archive.verify(deep=True) == []
