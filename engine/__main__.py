@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from engine.cli.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes started with "spawn" import this module too
+    raise SystemExit(main())

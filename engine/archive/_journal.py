@@ -33,7 +33,7 @@ SEGMENT_BYTES = 256 << 20  # rotate after this much; a segment is deleted once a
 
 @dataclass(frozen=True, slots=True)
 class JournalRecord:
-    segment: int
+    segment: str
     sop_instance_uid: str
     transfer_syntax_uid: str
     digest: str
@@ -44,38 +44,51 @@ class JournalRecord:
 class Ticket:
     """Where an appended record lives, so its segment can be released once the record is indexed."""
 
-    segment: int
+    segment: str  # the segment file's name
     end: int  # byte offset just past the record: durable once the segment is synced to here
+    data_offset: int = 0  # where the data set bytes start in the segment file
+    data_length: int = 0
 
 
 class Journal:
     """Append-only segment files with group fdatasync. Thread-safe."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, prefix: str = "local-") -> None:
+        """`prefix` names this writer's segments, so two processes never write the same file."""
         self._dir = directory
+        self._prefix = prefix
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()  # one fdatasync at a time; waiters behind it share the next
-        existing = self.segments()
-        self._segment = (existing[-1] + 1) if existing else 1
+        existing = [int(name[len(prefix) : -len(".journal")]) for name in self.segments() if name.startswith(prefix)]
+        self._number = max(existing, default=0) + 1
+        self._segment = self._name(self._number)
         self._fd = self._open_segment(self._segment)
         self._written = 0
         self._synced = 0
-        self._outstanding: dict[int, int] = {}  # segment -> records appended but not yet released
+        self._outstanding: dict[str, int] = {}  # segment -> records appended but not yet released
         self._failed: OSError | None = None
 
     @property
-    def current(self) -> int:
-        """The segment being written by this process."""
+    def current(self) -> str:
+        """The segment being written by this journal."""
         return self._segment
 
-    def segments(self) -> list[int]:
-        return sorted(int(p.stem) for p in self._dir.glob("*.journal") if p.stem.isdigit())
+    @property
+    def directory(self) -> Path:
+        return self._dir
 
-    def _path(self, segment: int) -> Path:
-        return self._dir / f"{segment:012d}.journal"
+    def segments(self) -> list[str]:
+        """Every segment in the folder, of any writer, oldest first within a writer."""
+        return sorted(p.name for p in self._dir.glob("*.journal"))
 
-    def _open_segment(self, segment: int) -> int:
+    def _name(self, number: int) -> str:
+        return f"{self._prefix}{number:012d}.journal"
+
+    def _path(self, segment: str) -> Path:
+        return self._dir / segment
+
+    def _open_segment(self, segment: str) -> int:
         fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         # The new file's directory entry must be durable before any record in it is acknowledged.
         dir_fd = os.open(self._dir, os.O_RDONLY)
@@ -100,16 +113,18 @@ class Journal:
                 # Cut a partial record off again: records after a torn one would be unreachable.
                 os.ftruncate(self._fd, self._written)
                 raise _translate(exc) from exc
+            data_offset = self._written + len(head) + len(header)
             self._written += len(head) + len(header) + len(data)
             self._outstanding[self._segment] = self._outstanding.get(self._segment, 0) + 1
-            return Ticket(self._segment, self._written)
+            return Ticket(self._segment, self._written, data_offset, len(data))
 
     def _rotate(self) -> None:
         """Start a new segment (called with the lock held); the old one is synced before it is left."""
         os.fdatasync(self._fd)
         os.close(self._fd)
         old = self._segment
-        self._segment += 1
+        self._number += 1
+        self._segment = self._name(self._number)
         self._fd = self._open_segment(self._segment)
         self._written = self._synced = 0
         if not self._outstanding.get(old):
@@ -147,13 +162,13 @@ class Journal:
             if ticket.segment != self._segment:
                 self._delete(ticket.segment)
 
-    def _delete(self, segment: int) -> None:
+    def _delete(self, segment: str) -> None:
         try:
             self._path(segment).unlink()
         except FileNotFoundError:
             pass
 
-    def records(self, segment: int) -> Iterator[JournalRecord]:
+    def records(self, segment: str) -> Iterator[JournalRecord]:
         """The complete records of a segment in order; stops at a torn tail."""
         data = self._path(segment).read_bytes()
         pos = 0
@@ -163,7 +178,7 @@ class Journal:
             end = start + header_len + data_len
             if magic != _MAGIC or end > len(data):
                 if magic != _MAGIC:
-                    LOGGER.error("journal segment %d: unreadable record at byte %d; later records skipped", segment, pos)
+                    LOGGER.error("journal segment %s: unreadable record at byte %d; later records skipped", segment, pos)
                 break
             body = data[start + header_len : end]
             if zlib.crc32(body) != crc:
@@ -172,7 +187,7 @@ class Journal:
             yield JournalRecord(segment, header["sop"], header["ts"], header["digest"], body)
             pos = end
 
-    def drop_segment(self, segment: int) -> None:
+    def drop_segment(self, segment: str) -> None:
         """Delete a recovered segment (never the one being written)."""
         if segment != self._segment:
             self._delete(segment)
@@ -182,6 +197,18 @@ class Journal:
             os.close(self._fd)
             if not self._outstanding.get(self._segment):
                 self._delete(self._segment)
+
+
+def read_data(directory: Path, segment: str, offset: int, length: int) -> bytes:
+    """The data set bytes of one record, for the process that ingests what another one journalled."""
+    fd = os.open(directory / segment, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise CorruptDataError(f"journal segment {segment}: record at byte {offset} is cut short")
+    return data
 
 
 def _translate(exc: OSError) -> OSError:

@@ -1,10 +1,17 @@
-"""Network receive path: acknowledge once the bytes are journalled, transcode off the association thread.
+"""Network receive path: acknowledge once the bytes are journalled, transcode behind the senders.
 
 DESIGN.md's DIMSE table shows why: a C-STORE association is strictly request/response, so every
 millisecond spent before the response caps one sender's rate. Parsing and validation stay before the
 response (bad input is still refused with a reason); native pixel data, whose encoding cannot fail on
 valid input, is transcoded by a worker pool after the journal has made the received bytes durable.
 Compressed input is ingested before the response, since only decoding it shows whether it is corrupt.
+
+Transcoding yields to receiving. Measured on 2 cores with a 300-slice CT: pynetdicom needs about one
+core per association, verified HTJ2K transcoding about 8 ms of CPU per slice, so transcoding alongside
+the sender held it to 0.5-0.65x the rate of a pynetdicom SCP that only writes files, while with the
+transcoding out of the way the same path ran at 1.03x. So workers wait while instances keep arriving
+(until QUIET_SECONDS pass without one) unless the backlog passes HIGH_WATER or a reader is waiting for
+an instance: a burst is acknowledged at wire speed and indexed right after it.
 """
 
 from __future__ import annotations
@@ -12,18 +19,24 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine import dicom
 from engine.archive._ingest import Ingestor, IngestResult, dataset_digest, received_size, result_for
-from engine.archive._journal import Journal, Ticket
+from engine.archive._journal import Journal, Ticket, read_data
 from engine.errors import DuplicateInstanceError, EngineError
 
 LOGGER = logging.getLogger(__name__)
 
-# Acknowledged-but-not-yet-indexed instances held in memory at most; senders wait beyond it.
-MAX_BACKLOG = 256
+# Acknowledged-but-not-yet-indexed instances at most (their bytes wait in the journal, not in memory);
+# senders wait beyond it.
+MAX_BACKLOG = 2048
+# Past this many pending, workers transcode even while instances arrive (backpressure, steady state).
+HIGH_WATER = 512
+# Workers start once no instance has arrived for this long.
+QUIET_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +56,11 @@ class Receiver:
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._backlog = threading.BoundedSemaphore(MAX_BACKLOG)
+        self._last_arrival = 0.0  # time.monotonic() of the latest accept
+        self._readers_waiting = 0  # readers blocked on pending instances: transcode for them at once
+        self._closing = threading.Event()
 
-    def recover(self, segments: list[int]) -> int:
+    def recover(self, segments: list[str]) -> int:
         """Ingest journalled instances a crash left unindexed; returns how many were ingested."""
         count = 0
         for segment in segments:
@@ -59,6 +75,7 @@ class Receiver:
 
     def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None) -> IngestResult:
         """Validate and durably journal one instance; see Archive.accept."""
+        self._last_arrival = time.monotonic()
         parsed = _parse(data, transfer_syntax_uid)
         if parsed.encapsulated:
             return self._ingestor.ingest(parsed)
@@ -100,7 +117,7 @@ class Receiver:
             if pending is None:
                 return None, False
             pending.future.exception()  # a replacement waits for the instance it replaces, then retries
-        self._pool.submit(self._transcode, parsed, ticket, future)
+        self._pool.submit(self._transcode, sop, transfer_syntax_uid or "", ticket, future)
         return _accepted(parsed, "stored"), True
 
     def _journal_and_register(
@@ -118,10 +135,19 @@ class Receiver:
         with self._lock:
             return self._pending.get(sop)
 
-    def _transcode(self, parsed: dicom.ParsedInstance, ticket: Ticket, future: Future[None]) -> None:
-        sop = parsed.sop_instance_uid
+    def _wait_turn(self) -> None:
+        """Hold a worker back while instances keep arriving, unless the backlog or a reader needs it."""
+        while not self._closing.is_set():
+            quiet_for = time.monotonic() - self._last_arrival
+            if quiet_for >= QUIET_SECONDS or self._readers_waiting or len(self._pending) >= HIGH_WATER:
+                return
+            self._closing.wait(QUIET_SECONDS - quiet_for)
+
+    def _transcode(self, sop: str, syntax: str, ticket: Ticket, future: Future[None]) -> None:
         try:
-            self._ingestor.ingest(parsed, fallback=True)
+            self._wait_turn()
+            data = read_data(self._journal.directory, ticket.segment, ticket.data_offset, ticket.data_length)
+            self._ingestor.ingest(_parse(data, syntax), fallback=True)
         except EngineError as exc:
             # Still durable in the journal: the next open ingests it again.
             LOGGER.error("acknowledged instance %s is journalled but not yet stored: %s", sop, exc)
@@ -145,10 +171,19 @@ class Receiver:
                 futures = [self._pending[sop].future] if sop in self._pending else []
             else:
                 futures = [p.future for p in self._pending.values()]
-        for f in futures:
-            f.exception()
+            if not futures:
+                return
+            self._readers_waiting += 1
+        try:
+            for f in futures:
+                f.exception()
+        finally:
+            with self._lock:
+                self._readers_waiting -= 1
 
     def close(self) -> None:
+        """Transcode everything acknowledged (no more waiting for quiet), then stop the workers."""
+        self._closing.set()
         self._pool.shutdown(wait=True)
 
 
