@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from engine.errors import ConfigError
 from engine.types import PROFILES
@@ -95,7 +95,8 @@ def _apply(section_name: str, base: _S, values: Mapping[str, object]) -> _S:
         if key not in known:
             raise ConfigError(f"[{section_name}] has no setting {key!r}; known: {', '.join(sorted(known))}")
         changes[key] = _coerce(section_name, key, known[key], value)
-    return replace(base, **changes)
+    # replace() checks each field's type per keyword; the values were coerced to them just above.
+    return replace(base, **cast(dict[str, Any], changes))
 
 
 def _env_sections(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,14 @@ class ArchiveStats:
         return self.received_bytes / self.stored_bytes if self.stored_bytes else 0.0
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ArchiveInUseError(EngineError):
     """Another process has this archive open for writing."""
 
@@ -71,9 +80,15 @@ class Archive:
             self._receiver: Receiver | None = None
             self._journal: Journal | None = None
             if not readonly:
-                swept = sweep_orphans(self.index, self.pixels)
-                if swept:
-                    LOGGER.warning("removed %d orphaned pixel groups left by an interrupted ingest", swept)
+                # The sweep reads every record: only worth it after a shutdown that was not clean.
+                clean = root / ".clean-shutdown"
+                if not clean.exists():
+                    swept = sweep_orphans(self.index, self.pixels)
+                    if swept:
+                        LOGGER.warning("removed %d orphaned pixel groups left by an interrupted ingest", swept)
+                else:
+                    clean.unlink()
+                    _fsync_dir(root)
                 # Chunks are written without per-file fsync; one syncfs per index batch makes them durable
                 # before the transaction that acknowledges them (measured: 2x the instances/s).
                 self._committer = GroupCommitter(
@@ -99,9 +114,18 @@ class Archive:
             raise
 
     @classmethod
-    def open(cls, archive: Path | str, *, readonly: bool = False, **sections: dict[str, object]) -> Archive:
+    def open(
+        cls,
+        archive: Path | str,
+        *,
+        readonly: bool = False,
+        storage: Mapping[str, object] | None = None,
+        dicom: Mapping[str, object] | None = None,
+        http: Mapping[str, object] | None = None,
+    ) -> Archive:
         """Open ARCHIVE with its engine.toml (if any), the environment, and explicit setting overrides."""
-        return cls(load_settings(archive=archive, **sections), readonly=readonly)
+        settings = load_settings(archive=archive, storage=storage or {}, dicom=dicom or {}, http=http or {})
+        return cls(settings, readonly=readonly)
 
     def _lock(self, root: Path) -> int:
         fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -131,6 +155,10 @@ class Archive:
             self._committer.close()
         if self._journal is not None:
             self._journal.close()
+        if not self.readonly:
+            # Everything is committed and the journal is empty: the next writer may skip the sweep.
+            (self.settings.archive / ".clean-shutdown").touch()
+            _fsync_dir(self.settings.archive)
         self.index.close()
         self._unlock()
 

@@ -20,7 +20,7 @@ from engine.errors import (
 )
 from engine.index import GroupCommitter, Index, IndexEntry
 from engine.pixels import LocalPixelStore
-from engine.types import InstanceRecord
+from engine.types import InstanceRecord, LevelInfo
 
 LOGGER = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Ingestor:
         digest: str,
         generation: int,
     ) -> tuple[InstanceRecord, bool]:
-        levels: tuple = ()
+        levels: tuple[LevelInfo, ...] = ()
         stored = len(parsed.header_prefix) + len(parsed.header_suffix)
         if plan is not None:
             refs = self._pixels.write_instance(

@@ -55,7 +55,7 @@ def frame_hash(frame: np.ndarray) -> str:
     about 100x the speed of blake2b: 0.01 ms against 1.5 ms for a 512x512 CT frame, measured.
     """
     little = np.ascontiguousarray(frame.astype(frame.dtype.newbyteorder("<"), copy=False))
-    return xxhash.xxh3_128_hexdigest(little.view(np.uint8).reshape(-1))
+    return xxhash.xxh3_128_hexdigest(little.view(np.uint8).reshape(-1).data)
 
 
 def bytes_hash(data: bytes | memoryview) -> str:

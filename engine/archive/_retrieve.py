@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -187,7 +188,7 @@ class Retriever:
         assert desc is not None
         chunk = self._pixels.read_chunk(record.levels[0].chunks[0])
         length = record.levels[0].columns  # the raw layout records the value length as its width
-        raw = codecs.decode_frame(chunk, CODEC_ZSTD, shape=(1, length), dtype=np.uint8).tobytes()
+        raw = codecs.decode_frame(chunk, CODEC_ZSTD, shape=(1, length), dtype=np.dtype(np.uint8)).tobytes()
         if target not in NATIVE_SYNTAXES:
             raise UnsupportedTransferSyntaxError(
                 f"{record.sop_instance_uid}: packed pixel data (BitsAllocated {desc.bits_allocated}, "
@@ -221,8 +222,6 @@ def _dtype(desc: PixelDescription) -> np.dtype:
 def _with_updates(desc: PixelDescription, updates: dict[str, object]) -> PixelDescription:
     if not updates:
         return desc
-    from dataclasses import replace
-
     return replace(
         desc,
         photometric=str(updates.get("PhotometricInterpretation", desc.photometric)),

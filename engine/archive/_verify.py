@@ -90,7 +90,7 @@ def _verify_instance(
         # Kept bytes are checked against their hash; lossy codestreams are never decoded to verify.
         chunks = pixels.read_chunks(record.levels[0].chunks)
         if record.layout == "raw":
-            raw = codecs.decode_frame(chunks[0], CODEC_ZSTD, shape=(1, record.levels[0].columns), dtype=np.uint8)
+            raw = codecs.decode_frame(chunks[0], CODEC_ZSTD, shape=(1, record.levels[0].columns), dtype=np.dtype(np.uint8))
             hashes = [bytes_hash(raw.tobytes())]
         else:
             hashes = [bytes_hash(c) for c in chunks]

@@ -29,7 +29,7 @@ def warm_up() -> None:
         if _DONE.is_set():
             return
         ramp = np.arange(96 * 80, dtype=np.int64).reshape(96, 80)
-        frames = [
+        frames: list[np.ndarray] = [
             (ramp % 251).astype(np.uint8),
             (ramp * 7 - 20000).astype(np.int16),
             (ramp * 5).astype(np.uint16),
