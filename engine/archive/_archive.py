@@ -279,7 +279,22 @@ class Archive:
     def verify(self, deep: bool = False) -> list[str]:
         """Problems found: index and pixel store disagree, chunk length/checksum, (deep) frame hashes."""
         self._settled()
-        return verify_archive(self.index, self.pixels, self._retriever, deep=deep)
+        live = self.readonly and self._writer_active()
+        return verify_archive(self.index, self.pixels, self._retriever, deep=deep, live=live)
+
+    def _writer_active(self) -> bool:
+        """Whether another process holds the archive open for writing."""
+        try:
+            fd = os.open(self.settings.archive / ".lock", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock we may have taken
+        return False
 
     def sweep(self) -> int:
         """Remove pixel groups the index does not reference (left by a crash). Writers only."""

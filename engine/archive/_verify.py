@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from engine.archive._retrieve import Retriever
 
 LOGGER = logging.getLogger(__name__)
+
+# A pixel group this recent may belong to an ingest still in flight in the writing process.
+IN_FLIGHT_SECONDS = 120.0
 
 
 def _referenced(index: Index) -> dict[str, int]:
@@ -48,15 +52,22 @@ def sweep_orphans(index: Index, pixels: LocalPixelStore) -> int:
     return removed
 
 
-def verify_archive(index: Index, pixels: LocalPixelStore, retriever: Retriever, *, deep: bool) -> list[str]:
-    """Every problem found, as a sentence naming the instance; empty when the archive is sound."""
+def verify_archive(
+    index: Index, pixels: LocalPixelStore, retriever: Retriever, *, deep: bool, live: bool = False
+) -> list[str]:
+    """Every problem found, as a sentence naming the instance; empty when the archive is sound.
+
+    `live`: another process is writing the archive, so pixel groups younger than IN_FLIGHT_SECONDS
+    that the index does not reference yet are ingests in flight, not orphans.
+    """
     problems: list[str] = []
     referenced = _referenced(index)
     present = set(pixels.instance_dirs())
+    recent = time.time() - IN_FLIGHT_SECONDS if live else float("inf")
     for sop, generation in sorted(present):
-        if referenced.get(sop) != generation:
+        if referenced.get(sop) != generation and _mtime(pixels, pixels.instance_key(sop, generation)) < recent:
             problems.append(f"orphaned pixel group {pixels.instance_key(sop, generation)} (not in the index)")
-    temp = list(pixels.temp_dirs())
+    temp = [t for t in pixels.temp_dirs() if _mtime(pixels, t) < recent]
     if temp:
         problems.append(f"{len(temp)} unfinished pixel writes: {', '.join(map(str, temp[:5]))}")
     for sop in index.iter_instance_uids():
@@ -68,6 +79,13 @@ def verify_archive(index: Index, pixels: LocalPixelStore, retriever: Retriever, 
         except EngineError as exc:
             problems.append(f"{sop}: {exc}")
     return problems
+
+
+def _mtime(pixels: LocalPixelStore, key: str) -> float:
+    try:
+        return (pixels.root / key).stat().st_mtime
+    except FileNotFoundError:  # finished or removed meanwhile
+        return float("inf")
 
 
 def _verify_instance(
