@@ -160,6 +160,9 @@ class Archive:
             (self.settings.archive / ".clean-shutdown").touch()
             _fsync_dir(self.settings.archive)
         self.index.close()
+        # Cached chunk descriptors too: pynetdicom's select() fails on descriptors numbered past 1024,
+        # so a process that opens archives (or serves many files) must not accumulate them.
+        self.pixels.close()
         self._unlock()
 
     def __enter__(self) -> Archive:
