@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from engine.archive._archive import Archive, ArchiveInUseError, ArchiveStats
 from engine.archive._ingest import IngestResult
+from engine.archive._retrieve import stored_syntax
 
-__all__ = ["Archive", "ArchiveInUseError", "ArchiveStats", "IngestResult"]
+__all__ = ["Archive", "ArchiveInUseError", "ArchiveStats", "IngestResult", "stored_syntax"]

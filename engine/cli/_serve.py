@@ -9,8 +9,10 @@ import sys
 import threading
 from types import FrameType
 
+from engine.archive import Archive
 from engine.cli._common import EXIT_OK, open_archive
 from engine.net import DicomServer
+from engine.web import WebServer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("--ae-title", help="AE title of the listener (default: [dicom] ae_title, PACS_ENGINE)")
     p.add_argument("--dicom-port", type=int, help="TCP port, 0 for any free port (default: [dicom] port, 11112)")
     p.add_argument("--host", help="address to listen on (default: [dicom] host, 0.0.0.0)")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="also serve DICOMweb on this TCP port, 0 for any free port (default: [http] port; 0 there: off)."
+        " Prints a second line 'listening: http=HOST:PORT' once ready",
+    )
     p.set_defaults(run=run)
 
 
@@ -55,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
                     f"archive={archive.settings.archive.resolve()}\n"
                 )
                 sys.stdout.flush()
-                stop.wait()
+                web = _start_web(args, archive)
+                try:
+                    stop.wait()
+                finally:
+                    if web is not None:
+                        web.stop(SHUTDOWN_GRACE_SECONDS)
             finally:
                 server.stop(SHUTDOWN_GRACE_SECONDS)
             LOGGER.info("closing the archive (flushing pending commits)")
@@ -64,3 +77,15 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     LOGGER.info("stopped")
     return EXIT_OK
+
+
+def _start_web(args: argparse.Namespace, archive: Archive) -> WebServer | None:
+    """Start DICOMweb when --http-port or [http] port asks for it; print its readiness line."""
+    http = archive.settings.http
+    if args.http_port is None and not http.port:
+        return None
+    web = WebServer(archive, args.host or http.host, http.port if args.http_port is None else args.http_port)
+    host, port = web.start()
+    sys.stdout.write(f"listening: http={host}:{port}\n")
+    sys.stdout.flush()
+    return web

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import __version__
-from engine.cli import _export, _import, _inspect, _ls, _serve
+from engine.cli import _export, _import, _inspect, _ls, _scu, _serve
 from engine.cli._common import EXIT_FAILURE, EXIT_USAGE, configure_logging
 from engine.errors import ConfigError, EngineError
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _export.add_parser(subparsers, parent)
     _ls.add_parser(subparsers, parent)
     _inspect.add_parsers(subparsers, parent)
+    _scu.add_parsers(subparsers, parent)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.codecs._frames import decode_frame, encode_frame, encode_verified, frame_dtype, syntax_for_codec
 from engine.codecs._levels import downsample, level_count, level_shape
 from engine.codecs._registry import is_available, storage_codecs
+from engine.codecs._render import WINDOW_FUNCTIONS, encode_jpeg, encode_png, window_to_uint8
 from engine.codecs._warmup import warm_up
 from engine.codecs._syntax import (
     DECODABLE_SYNTAXES,
@@ -15,6 +16,10 @@ from engine.codecs._syntax import (
 
 __all__ = [
     "warm_up",
+    "WINDOW_FUNCTIONS",
+    "encode_jpeg",
+    "encode_png",
+    "window_to_uint8",
     "DECODABLE_SYNTAXES",
     "ENCODABLE_SYNTAXES",
     "decode_frame",

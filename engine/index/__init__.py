@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.index._committer import GroupCommitter
 from engine.index._index import Index
+from engine.index._match import InvalidQueryError
 from engine.index._model import (
     Change,
     ChangeOp,
@@ -15,12 +16,15 @@ from engine.index._model import (
     SeriesRecord,
     StudyRecord,
 )
+from engine.index._query import LEVELS, MODEL_LEVELS, Match, check_level, find
 from engine.index._read import LOOKUP_LEVELS, IndexReader
 from engine.index._records import RECORD_VERSION, decode_instance, encode_instance
 from engine.index._schema import SCHEMA_VERSION, IndexSchemaError
 from engine.index._write import IndexWriter, PreparedEntry, prepare_entry
 
 __all__ = [
+    "LEVELS",
+    "MODEL_LEVELS",
     "LOOKUP_LEVELS",
     "RECORD_VERSION",
     "SCHEMA_VERSION",
@@ -33,6 +37,8 @@ __all__ = [
     "IndexSchemaError",
     "IndexStats",
     "IndexWriter",
+    "InvalidQueryError",
+    "Match",
     "PatientRecord",
     "PreparedEntry",
     "PutOutcome",
@@ -40,6 +46,8 @@ __all__ = [
     "SeriesRecord",
     "StudyRecord",
     "decode_instance",
+    "check_level",
     "encode_instance",
+    "find",
     "prepare_entry",
 ]

@@ -27,6 +27,15 @@ from engine.types import (
 )
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+# Patient Root and Study Root Query/Retrieve information models: FIND, MOVE, GET (PS3.4 C.6).
+QUERY_RETRIEVE_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.2.1.1",
+    "1.2.840.10008.5.1.4.1.2.1.2",
+    "1.2.840.10008.5.1.4.1.2.1.3",
+    "1.2.840.10008.5.1.4.1.2.2.1",
+    "1.2.840.10008.5.1.4.1.2.2.2",
+    "1.2.840.10008.5.1.4.1.2.2.3",
+)
 
 # pynetdicom picks, per presentation context, the first syntax of THIS list that the requestor proposed.
 # Uncompressed first, explicit little endian leading (it keeps VRs and every peer speaks it); then the
@@ -99,9 +108,22 @@ def storage_sop_classes() -> tuple[str, ...]:
     return known + extra
 
 
-def supported_contexts() -> list[PresentationContext]:
-    """Presentation contexts for the SCP: Verification and every storage SOP class, each with our syntaxes."""
+def supported_contexts(query_retrieve: bool = False) -> list[PresentationContext]:
+    """Presentation contexts for the SCP: Verification and every storage SOP class, each with our syntaxes.
+
+    With `query_retrieve`, also the Patient and Study Root C-FIND / C-MOVE / C-GET models, and the storage
+    contexts accept the SCP role a C-GET requestor proposes (PS3.7 D.3.3.4: its storage sub-operations
+    run on the same association, with us as SCU).
+    """
     _register_extra_storage_classes()
-    contexts = [build_context(VERIFICATION_SOP_CLASS, [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE])]
-    contexts.extend(build_context(uid, list(ACCEPTED_TRANSFER_SYNTAXES)) for uid in storage_sop_classes())
+    uncompressed = [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE]
+    contexts = [build_context(VERIFICATION_SOP_CLASS, uncompressed)]
+    for uid in storage_sop_classes():
+        cx = build_context(uid, list(ACCEPTED_TRANSFER_SYNTAXES))
+        if query_retrieve:
+            cx.scu_role = True
+            cx.scp_role = True
+        contexts.append(cx)
+    if query_retrieve:
+        contexts.extend(build_context(uid, uncompressed) for uid in QUERY_RETRIEVE_SOP_CLASSES)
     return contexts

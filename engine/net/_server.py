@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
@@ -17,6 +18,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from engine.config import DicomSettings
 from engine.errors import EngineError, InvalidDicomError
 from engine.net._contexts import supported_contexts
+from engine.net._qr import QueryRetrieveService, QueryRetrieveTarget
 from engine.net._status import SUCCESS, status_dataset, store_status
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class _Tally:
     replaced: int = 0
     refused: int = 0
     outcome: str = "closed"
+    services: Counter[str] = field(default_factory=Counter)  # Q/R requests, matches, sub-operations
 
 
 def _printable(text: str) -> str:
@@ -56,7 +59,8 @@ def _peer(event: Event) -> tuple[str, str]:
 
 
 class DicomServer:
-    """A C-ECHO / C-STORE SCP in front of an archive.
+    """A C-ECHO / C-STORE SCP in front of an archive, and its C-FIND / C-GET / C-MOVE SCP when the archive
+    can be queried (see engine.net._qr).
 
     Every storage SOP class (see `storage_sop_classes`) in uncompressed and the common compressed
     transfer syntaxes; one thread per association. A C-STORE is answered with success only after the
@@ -91,6 +95,8 @@ class DicomServer:
         ae.maximum_pdu_size = self._settings.max_pdu
         ae.maximum_associations = self._max_associations
         ae.require_calling_aet = list(self._settings.allowed_calling_aes)
+        # The calling-AE allow-list above is checked at association time, so it covers every service.
+        query_retrieve = _is_query_retrieve_target(self._archive)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
             (evt.EVT_ESTABLISHED, self._on_established),
@@ -100,11 +106,20 @@ class DicomServer:
             (evt.EVT_CONN_CLOSE, self._on_conn_close),
             (evt.EVT_C_STORE, self._on_store),
         ]
+        if query_retrieve:
+            qr = QueryRetrieveService(
+                cast(QueryRetrieveTarget, self._archive),
+                self._settings.ae_title,
+                self._settings.remote_aes,
+                self._settings.max_pdu,
+                self._count_service,
+            )
+            handlers.extend(qr.handlers())
         server = ae.start_server(
             (self._settings.host, self._settings.port),
             block=False,
             evt_handlers=handlers,
-            contexts=supported_contexts(),
+            contexts=supported_contexts(query_retrieve),
         )
         assert server is not None  # block=False always returns the server
         self._server = server
@@ -181,7 +196,7 @@ class DicomServer:
             return
         LOGGER.info(
             "association from %s at %s %s after %.1f s: %d stored, %d already present, %d replaced, "
-            "%d refused",
+            "%d refused%s",
             tally.calling_ae,
             tally.address,
             tally.outcome,
@@ -190,7 +205,14 @@ class DicomServer:
             tally.duplicate,
             tally.replaced,
             tally.refused,
+            "".join(f", {what} {n}" for what, n in sorted(tally.services.items())),
         )
+
+    def _count_service(self, event: Event, what: str, n: int) -> None:
+        with self._lock:
+            tally = self._tallies.get(id(event.assoc))
+            if tally is not None:
+                tally.services[what] += n
 
     def _on_store(self, event: Event) -> Any:
         request = cast(C_STORE, event.request)
@@ -230,6 +252,11 @@ class DicomServer:
                 calling_ae, address, sop_uid, result.sop_instance_uid,
             )
         return SUCCESS
+
+
+def _is_query_retrieve_target(archive: object) -> bool:
+    """Whether the archive behind the listener can answer C-FIND / C-GET / C-MOVE (a store-only target cannot)."""
+    return all(hasattr(archive, name) for name in ("index", "record", "read_dataset", "wait_for_ingests"))
 
 
 def _count(tally: _Tally, status: str) -> None:

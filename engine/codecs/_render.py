@@ -1,0 +1,70 @@
+"""Rendered images for viewers: VOI windowing to 8 bits, and PNG / JPEG encoding (lossy is fine here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.codecs._backend import DECODE_ERRORS, _module, require
+from engine.errors import CodecUnavailableError
+
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT")
+
+
+def window_to_uint8(
+    frame: npt.NDArray[np.generic],
+    *,
+    center: float | None = None,
+    width: float | None = None,
+    function: str = "LINEAR",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    invert: bool = False,
+) -> npt.NDArray[np.uint8]:
+    """Apply the modality LUT (slope, intercept) and a VOI window (PS3.3 C.11.2.1.2) to 8-bit output.
+
+    Without a window the full range of the frame's values is shown. Colour frames (rows, cols, 3) of
+    8 bits are returned as they are. `invert` is MONOCHROME1. Raises ValueError for an unknown
+    function or a width below 1 (LINEAR) or 0 (LINEAR_EXACT).
+    """
+    if frame.ndim == 3 and frame.dtype == np.uint8:
+        return np.ascontiguousarray(frame)
+    function = function.upper()
+    if function not in WINDOW_FUNCTIONS:
+        raise ValueError(f"VOI LUT function {function!r} is not one of {', '.join(WINDOW_FUNCTIONS)}")
+    values = frame.astype(np.float64) * slope + intercept
+    if center is None or width is None:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        center, width, function = (low + high) / 2, max(high - low, 1e-9), "LINEAR_EXACT"
+    if function == "LINEAR":
+        if width < 1:
+            raise ValueError(f"window width {width} is below 1, which LINEAR does not allow")
+        scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) if width > 1 else (values > center - 0.5) * 1.0
+    else:
+        if width <= 0:
+            raise ValueError(f"window width {width} must be above 0 for LINEAR_EXACT")
+        scaled = (values - center) / width + 0.5
+    out = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+    return 255 - out if invert else out
+
+
+def encode_png(image: npt.NDArray[np.uint8]) -> bytes:
+    """A PNG of an 8-bit grey (rows, cols) or colour (rows, cols, 3) image; raises CodecUnavailableError."""
+    codecs = _module()  # PNG is not a storage feature of _backend: its availability is checked here
+    if not getattr(getattr(codecs, "PNG", None), "available", False):
+        raise CodecUnavailableError("imagecodecs was built without PNG")
+    try:
+        return bytes(codecs.png_encode(np.ascontiguousarray(image), level=1))
+    except DECODE_ERRORS as exc:
+        raise CodecUnavailableError(f"PNG cannot encode a {image.shape} {image.dtype} image: {exc}") from exc
+
+
+def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = 90) -> bytes:
+    """A baseline JPEG of an 8-bit grey or RGB image (libjpeg-turbo); raises CodecUnavailableError."""
+    codecs = require("jpeg8")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be 1..100, not {quality}")
+    try:
+        return bytes(codecs.jpeg8_encode(np.ascontiguousarray(image), level=quality))
+    except DECODE_ERRORS as exc:
+        raise CodecUnavailableError(f"JPEG cannot encode a {image.shape} {image.dtype} image: {exc}") from exc

@@ -1,0 +1,358 @@
+"""Query over the index at PATIENT / STUDY / SERIES / IMAGE level: candidates from the secondary keys, then
+every condition checked against the stored records (PS3.4 C.2.2.2 via _match); pixel data is never read.
+
+The one matcher of the engine: C-FIND and QIDO-RS both call `find`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator, Mapping
+from typing import Literal
+
+from engine.errors import NotFoundError
+from engine.index._index import Index
+from engine.index._match import Condition, InvalidQueryError, parse_condition
+from engine.index._model import PatientRecord, SeriesRecord, StudyRecord
+from engine.index._read import IndexReader
+from engine.types import InstanceRecord
+
+LOGGER = logging.getLogger(__name__)
+
+Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
+Model = Literal["PATIENT", "STUDY"]
+Match = dict[str, str | int]
+
+LEVELS: tuple[str, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+MODEL_LEVELS: Mapping[str, tuple[str, ...]] = {"PATIENT": LEVELS, "STUDY": LEVELS[1:]}
+# Keys that are never matched (PS3.4 C.2.2.2: Specific Character Set describes the identifier; the others
+# steer the query itself).
+NOT_MATCHED = frozenset({"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle", "InstanceAvailability",
+                         "TimezoneOffsetFromUTC"})
+BATCH = 256  # candidates checked per read transaction: short transactions, early stop on a limit or cancel
+# Study attributes a lower level repeats (relational queries: a series query may name the patient).
+_STUDY_KEYS = ("PatientID", "PatientName", "AccessionNumber", "StudyDate")
+
+
+def study_match(s: StudyRecord) -> Match:
+    """The attributes of a study record under their DICOM keywords, computed ones included."""
+    return {
+        "PatientID": s.patient_id,
+        "PatientName": s.patient_name,
+        "PatientBirthDate": s.patient_birth_date,
+        "PatientSex": s.patient_sex,
+        "StudyInstanceUID": s.study_instance_uid,
+        "StudyDate": s.study_date,
+        "StudyTime": s.study_time,
+        "AccessionNumber": s.accession_number,
+        "StudyID": s.study_id,
+        "StudyDescription": s.study_description,
+        "ReferringPhysicianName": s.referring_physician_name,
+        "ModalitiesInStudy": "\\".join(s.modalities),
+        "NumberOfStudyRelatedSeries": s.series_count,
+        "NumberOfStudyRelatedInstances": s.instance_count,
+    }
+
+
+def series_match(s: SeriesRecord) -> Match:
+    return {
+        "StudyInstanceUID": s.study_instance_uid,
+        "SeriesInstanceUID": s.series_instance_uid,
+        "Modality": s.modality,
+        "SeriesNumber": "" if s.series_number is None else str(s.series_number),
+        "SeriesDescription": s.series_description,
+        "BodyPartExamined": s.body_part_examined,
+        "SeriesDate": s.series_date,
+        "SeriesTime": s.series_time,
+        "NumberOfSeriesRelatedInstances": s.instance_count,
+    }
+
+
+def patient_match(p: PatientRecord) -> Match:
+    return {
+        "PatientID": p.patient_id,
+        "PatientName": p.patient_name,
+        "PatientBirthDate": p.patient_birth_date,
+        "PatientSex": p.patient_sex,
+        "NumberOfPatientRelatedStudies": p.study_count,
+        "NumberOfPatientRelatedSeries": p.series_count,
+        "NumberOfPatientRelatedInstances": p.instance_count,
+    }
+
+
+def instance_match(r: InstanceRecord) -> Match:
+    out: Match = dict(r.query)
+    out.pop("SpecificCharacterSet", None)  # values are str already: the response names its own charset
+    out.update(
+        {
+            "StudyInstanceUID": r.study_instance_uid,
+            "SeriesInstanceUID": r.series_instance_uid,
+            "SOPInstanceUID": r.sop_instance_uid,
+            "SOPClassUID": r.sop_class_uid,
+            "InstanceNumber": "" if r.instance_number is None else str(r.instance_number),
+        }
+    )
+    if r.pixel is not None:
+        out["NumberOfFrames"] = str(r.pixel.frames)
+    return out
+
+
+def parse_criteria(criteria: Mapping[str, str]) -> dict[str, Condition]:
+    """Non-universal conditions by keyword. Raises InvalidQueryError for a malformed date/time key."""
+    out: dict[str, Condition] = {}
+    for keyword, value in criteria.items():
+        if keyword in NOT_MATCHED:
+            continue
+        condition = parse_condition(keyword, value)
+        if condition is not None:
+            out[keyword] = condition
+    return out
+
+
+def check_level(level: str, model: str) -> Level:
+    """`level` upper-cased if the model has it; raises InvalidQueryError otherwise."""
+    if model not in MODEL_LEVELS:
+        raise InvalidQueryError(f"query model {model!r} is not PATIENT or STUDY")
+    name = level.upper().strip()
+    if name not in MODEL_LEVELS[model]:
+        raise InvalidQueryError(
+            f"query level {level!r} is not one of {', '.join(MODEL_LEVELS[model])} of the {model} root model"
+        )
+    return name  # type: ignore[return-value]
+
+
+# --- candidates from the secondary keys ---------------------------------------------------------------
+
+
+def _intersect(sets: list[set[str]]) -> set[str] | None:
+    if not sets:
+        return None
+    out = set(sets[0])
+    for s in sets[1:]:
+        out &= s
+    return out
+
+
+def _keyed(reader: IndexReader, keyword: str, condition: Condition) -> set[str] | None:
+    """UIDs the index gives for one condition on an indexed value key (a superset of the matches), or None."""
+    ranges = condition.ranges if keyword == "StudyDate" else None
+    if ranges is not None:
+        return {uid for low, high in ranges for uid in reader.lookup_range(keyword, low, high)}
+    singles = condition.singles
+    if singles is not None:
+        return {uid for value in singles for uid in reader.lookup(keyword, value)}
+    if keyword in ("PatientID", "PatientName", "AccessionNumber"):
+        prefixes = condition.literal_prefixes
+        if prefixes is not None:
+            return {uid for prefix in prefixes for uid in reader.lookup_prefix(keyword, prefix)}
+    return None
+
+
+def _study_candidates(reader: IndexReader, conditions: Mapping[str, Condition]) -> set[str] | None:
+    sets: list[set[str]] = []
+    uids = conditions.get("StudyInstanceUID")
+    if uids is not None and uids.singles is not None:
+        sets.append(set(uids.singles))
+    for keyword in _STUDY_KEYS:
+        if keyword in conditions:
+            found = _keyed(reader, keyword, conditions[keyword])
+            if found is not None:
+                sets.append(found)
+    modality = conditions.get("ModalitiesInStudy")
+    if modality is not None:
+        series = _keyed(reader, "Modality", modality)
+        if series is not None:
+            sets.append({_series_study(reader, uid) for uid in series} - {""})
+    return _intersect(sets)
+
+
+def _series_study(reader: IndexReader, series: str) -> str:
+    try:
+        return reader.series_record(series).study_instance_uid
+    except NotFoundError:
+        return ""
+
+
+def _series_candidates(reader: IndexReader, conditions: Mapping[str, Condition]) -> list[str] | None:
+    sets: list[set[str]] = []
+    uids = conditions.get("SeriesInstanceUID")
+    if uids is not None and uids.singles is not None:
+        sets.append(set(uids.singles))
+    if "Modality" in conditions:
+        found = _keyed(reader, "Modality", conditions["Modality"])
+        if found is not None:
+            sets.append(found)
+    studies = _study_candidates(reader, conditions)
+    if studies is not None and (not sets or len(studies) < min(len(s) for s in sets)):
+        sets.append({series for study in sorted(studies) for series in _children(reader, study)})
+    found_set = _intersect(sets)
+    return None if found_set is None else sorted(found_set)
+
+
+def _children(reader: IndexReader, study: str) -> list[str]:
+    try:
+        return reader.series_uids(study)
+    except NotFoundError:
+        return []
+
+
+def _instances_of(reader: IndexReader, series: str) -> list[str]:
+    try:
+        return reader.instance_uids(series)
+    except NotFoundError:
+        return []
+
+
+def candidates(reader: IndexReader, level: Level, conditions: Mapping[str, Condition]) -> list[str]:
+    """Ordered keys worth checking at `level` (patient IDs, study, series or SOP Instance UIDs).
+
+    Uses the index's keys when a condition allows it; otherwise lists the whole level.
+    """
+    if level == "PATIENT":
+        return _patient_candidates(reader, conditions)
+    if level == "STUDY":
+        studies = _study_candidates(reader, conditions)
+        return reader.study_uids() if studies is None else sorted(studies)
+    series = _series_candidates(reader, conditions)
+    if level == "SERIES":
+        if series is None:
+            return [s for study in reader.study_uids() for s in _children(reader, study)]
+        return series
+    sops = conditions.get("SOPInstanceUID")
+    if sops is not None and sops.singles is not None:
+        return sorted(set(sops.singles))
+    if series is None:
+        series = [s for study in reader.study_uids() for s in _children(reader, study)]
+    return [sop for s in series for sop in _instances_of(reader, s)]
+
+
+def _patient_candidates(reader: IndexReader, conditions: Mapping[str, Condition]) -> list[str]:
+    ids = conditions.get("PatientID")
+    if ids is not None and ids.singles is not None:
+        return sorted(set(ids.singles))
+    studies = _study_candidates(reader, conditions)
+    uids = reader.study_uids() if studies is None else sorted(studies)
+    found: set[str] = set()
+    for uid in uids:
+        try:
+            found.add(reader.study_record(uid).patient_id)
+        except NotFoundError:
+            continue
+    return sorted(found)
+
+
+# --- checking candidates ------------------------------------------------------------------------------
+
+
+class _Checker:
+    """Builds each candidate's attributes in one read transaction and applies every condition."""
+
+    def __init__(self, reader: IndexReader, level: Level, conditions: Mapping[str, Condition],
+                 fields: Collection[str]) -> None:
+        self._reader = reader
+        self._level = level
+        self._conditions = conditions
+        # Keys no record holds (Retrieve AE Title, ...) must not send every match looking for them.
+        self._wanted = (set(conditions) | set(fields)) - NOT_MATCHED
+        self._studies: dict[str, Match] = {}
+
+    def match(self, key: str) -> Match | None:
+        """The attributes of `key` if it exists and matches every condition, else None."""
+        try:
+            attrs = self._attributes(key)
+        except NotFoundError:
+            return None  # removed since the candidates were listed
+        missing = self._wanted - attrs.keys()
+        if missing:
+            extra = self._representative(attrs)
+            for keyword in missing:
+                attrs[keyword] = extra.get(keyword, "")
+        for keyword, condition in self._conditions.items():
+            if not condition.matches(attrs.get(keyword)):
+                return None
+        return attrs
+
+    def _study(self, uid: str) -> Match:
+        found = self._studies.get(uid)
+        if found is None:
+            found = self._studies[uid] = study_match(self._reader.study_record(uid))
+        return dict(found)
+
+    def _attributes(self, key: str) -> Match:
+        r = self._reader
+        if self._level == "PATIENT":
+            return patient_match(r.patient_record(key))
+        if self._level == "STUDY":
+            return self._study(key)
+        if self._level == "SERIES":
+            series = r.series_record(key)
+            return {**self._study(series.study_instance_uid), **series_match(series)}
+        record = r.get_instance(key)
+        series = r.series_record(record.series_instance_uid)
+        return {**self._study(record.study_instance_uid), **series_match(series), **instance_match(record)}
+
+    def _representative(self, attrs: Match) -> Mapping[str, str]:
+        """Query values of the first instance below a patient, study or series: attributes its record lacks."""
+        r = self._reader
+        if self._level == "IMAGE":
+            return {}  # an instance's own query values are all there is
+        try:
+            if self._level == "PATIENT":
+                studies = r.patient_study_uids(str(attrs["PatientID"]))
+                attrs = {"StudyInstanceUID": studies[0]} if studies else {}
+            if "SeriesInstanceUID" in attrs:
+                series = str(attrs["SeriesInstanceUID"])
+            elif "StudyInstanceUID" in attrs:
+                series = r.series_uids(str(attrs["StudyInstanceUID"]))[0]
+            else:
+                return {}
+            return r.get_instance(r.instance_uids(series)[0]).query
+        except (NotFoundError, IndexError):
+            return {}
+
+
+def find(
+    index: Index,
+    level: str,
+    criteria: Mapping[str, str],
+    *,
+    model: str = "STUDY",
+    limit: int | None = None,
+    offset: int = 0,
+    fields: Collection[str] = (),
+) -> Iterator[Match]:
+    """Records at `level` whose attributes match every key of `criteria` (DICOM keyword -> query value).
+
+    Yields one dict per match, in a stable order (patients by ID, studies and series by UID, instances in
+    series order), keyed by DICOM keyword: every attribute the level's record holds (upper levels included,
+    so relational queries work), the computed counts as int (NumberOf...Related..., ModalitiesInStudy as
+    "CT\\MR"), and every keyword of `criteria` and `fields` (from the first instance below when the level's
+    record lacks it; "" when nothing has it). `offset` matches are skipped and at most `limit` yielded.
+    Each batch of candidates is read in its own short transaction, never held across a yield.
+
+    Raises InvalidQueryError for an unknown level or model, or a malformed date/time key value.
+    """
+    checked_level = check_level(level, model)
+    conditions = parse_criteria(criteria)
+    if offset < 0 or (limit is not None and limit < 0):
+        raise InvalidQueryError(f"offset {offset} and limit {limit} must not be negative")
+    keys = index.read(lambda r: candidates(r, checked_level, conditions))
+    skip, remaining = offset, limit
+    for start in range(0, len(keys), BATCH):
+        if remaining is not None and remaining <= 0:
+            return
+        batch = keys[start : start + BATCH]
+
+        def check(reader: IndexReader, batch: list[str] = batch) -> list[Match]:
+            checker = _Checker(reader, checked_level, conditions, fields)
+            return [m for m in map(checker.match, batch) if m is not None]
+
+        for found in index.read(check):
+            if skip:
+                skip -= 1
+                continue
+            if remaining is not None:
+                if remaining <= 0:
+                    return
+                remaining -= 1
+            yield found

@@ -1,0 +1,264 @@
+"""Query/retrieve SCP: C-FIND answered by the index matcher, C-GET and C-MOVE sending stored bytes as they are.
+
+pynetdicom runs the Q/R service state machine (pending responses, sub-operation counts, C-CANCEL checks);
+the handlers here say what matches and hand it instances to send. An instance travels as a marker
+Dataset that the association's send_c_store (wrapped here) turns into a C-STORE of the archive's bytes in
+the best transfer syntax the peer accepted: the stored one (no decoding), else the original, else
+explicit or implicit VR little endian.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
+
+from engine.errors import EngineError
+from engine.index import Index, InvalidQueryError, find
+from engine.net._identifier import (
+    QueryRequest,
+    missing_unique_key,
+    read_request,
+    response_identifier,
+    retrieve_criteria,
+)
+from engine.net._send import (
+    StoreResult,
+    choose_context,
+    outgoing_contexts,
+    preferred_syntaxes,
+    send_encoded,
+    set_nodelay,
+)
+from engine.net._status import status_dataset
+from engine.types import InstanceRecord
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
+
+LOGGER = logging.getLogger(__name__)
+
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+IDENTIFIER_MISMATCH = 0xA900  # Failure: Identifier does not match SOP Class
+UNABLE_TO_PROCESS = 0xC000  # Failure: Unable to process
+NO_CONTEXT = 0xA702  # Refused: Out of resources - unable to perform sub-operation (no usable context)
+
+Counter = Callable[["Event", str, int], None]  # (event, what, how many): the association's tally
+
+
+class QueryRetrieveTarget(Protocol):
+    """What the Q/R services need from the archive."""
+
+    @property
+    def index(self) -> Index: ...
+
+    def wait_for_ingests(self) -> None: ...
+
+    def record(self, sop_uid: str) -> InstanceRecord: ...
+
+    def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One instance to send: what send_c_store needs to pick a context and read the bytes."""
+
+    record: InstanceRecord
+
+
+def _marker(record: InstanceRecord) -> Dataset:
+    """The Dataset pynetdicom carries from a handler to send_c_store: the instance, not its content."""
+    ds = Dataset()
+    ds.SOPInstanceUID = record.sop_instance_uid  # pynetdicom lists it among failed instances
+    ds.SOPClassUID = record.sop_class_uid
+    ds._pacs_outgoing = _Outgoing(record)
+    return ds
+
+
+def _status(result: StoreResult) -> Dataset:
+    ds = Dataset()
+    if result.status is not None:  # an empty Dataset is pynetdicom's "no response": counted as failed
+        ds.Status = result.status
+    return ds
+
+
+class QueryRetrieveService:
+    """The C-FIND, C-GET and C-MOVE handlers of one listener."""
+
+    def __init__(self, archive: QueryRetrieveTarget, ae_title: str, remote_aes: Mapping[str, str], max_pdu: int,
+                 count: Counter) -> None:
+        self._archive = archive
+        self._ae_title = ae_title
+        self._remote = dict(remote_aes)
+        self._max_pdu = max_pdu
+        self._count = count
+
+    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+        return [(evt.EVT_C_FIND, self.on_find), (evt.EVT_C_GET, self.on_get), (evt.EVT_C_MOVE, self.on_move)]
+
+    # -- C-FIND -------------------------------------------------------------------------------------
+    def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        request_primitive = cast(C_FIND, event.request)
+        self._count(event, "C-FIND", 1)
+        try:
+            request = read_request(event.identifier, str(request_primitive.AffectedSOPClassUID))
+        except (InvalidQueryError, KeyError, ValueError) as exc:
+            LOGGER.warning("C-FIND refused: %s", exc)
+            yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        self._archive.wait_for_ingests()  # a peer that just stored expects to find what it stored
+        fields = [key.keyword for key in request.requested if key.keyword]
+        matches = 0
+        try:
+            for match in find(self._archive.index, request.level, request.criteria, model=request.model,
+                              fields=fields):
+                if event.is_cancelled:
+                    LOGGER.info("C-FIND cancelled by the peer after %d matches", matches)
+                    self._count(event, "C-FIND cancelled", 1)
+                    yield CANCELLED, None
+                    return
+                matches += 1
+                yield PENDING, response_identifier(request, match, self._ae_title)
+        except InvalidQueryError as exc:
+            yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        except EngineError as exc:
+            LOGGER.error("C-FIND failed: %s", exc)
+            yield status_dataset(UNABLE_TO_PROCESS, str(exc)), None
+            return
+        finally:
+            self._count(event, "C-FIND matches", matches)
+        LOGGER.debug("C-FIND %s level: %d matches", request.level, matches)
+
+    # -- what a retrieve sends ----------------------------------------------------------------------
+    def _records(self, request: QueryRequest) -> list[InstanceRecord]:
+        """Instance records a C-GET / C-MOVE identifier selects, in series order."""
+        self._archive.wait_for_ingests()
+        criteria = retrieve_criteria(request)
+        sops = [str(m["SOPInstanceUID"]) for m in find(self._archive.index, "IMAGE", criteria, model=request.model)]
+        return self._archive.index.get_instances(sops)
+
+    def _selection(self, event: Event, sop_class: str) -> tuple[list[InstanceRecord], Dataset | None]:
+        """(records, None) or ([], failure status) for a retrieve identifier."""
+        try:
+            request = read_request(event.identifier, sop_class)
+            missing = missing_unique_key(request)
+            if missing:
+                raise InvalidQueryError(f"a {request.level} level retrieve needs {missing}")
+            return self._records(request), None
+        except (InvalidQueryError, KeyError, ValueError) as exc:
+            LOGGER.warning("retrieve refused: %s", exc)
+            return [], status_dataset(IDENTIFIER_MISMATCH, str(exc))
+        except EngineError as exc:
+            LOGGER.error("retrieve failed: %s", exc)
+            return [], status_dataset(UNABLE_TO_PROCESS, str(exc))
+
+    def _sub_operations(self, event: Event, records: list[InstanceRecord], what: str) -> Iterator[tuple[int, Dataset]]:
+        for sent, record in enumerate(records):
+            if event.is_cancelled:
+                LOGGER.info("%s cancelled by the peer after %d of %d instances", what, sent, len(records))
+                self._count(event, f"{what} cancelled", 1)
+                yield CANCELLED, Dataset()
+                return
+            yield PENDING, _marker(record)
+
+    # -- C-GET --------------------------------------------------------------------------------------
+    def on_get(self, event: Event) -> Iterator[Any]:
+        self._count(event, "C-GET", 1)
+        wrap_send_c_store(event.assoc, self.send, self._count_store(event, "C-GET"))
+        records, failure = self._selection(event, str(cast(C_GET, event.request).AffectedSOPClassUID))
+        if failure is not None:
+            yield 1
+            yield failure, None
+            return
+        yield len(records)
+        yield from self._sub_operations(event, records, "C-GET")
+
+    # -- C-MOVE -------------------------------------------------------------------------------------
+    def on_move(self, event: Event) -> Iterator[Any]:
+        self._count(event, "C-MOVE", 1)
+        destination = (event.move_destination or "").strip()
+        address = self._remote.get(destination)
+        if address is None:
+            LOGGER.warning("C-MOVE refused: destination %r is not in [remote_aes]", destination)
+            yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
+            return
+        host, _, port = address.rpartition(":")
+        records, failure = self._selection(event, str(cast(C_MOVE, event.request).AffectedSOPClassUID))
+        contexts = outgoing_contexts((r.sop_class_uid, preferred_syntaxes(r)) for r in records)
+        counter = self._count_store(event, "C-MOVE")
+        handlers = [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_ESTABLISHED, lambda e: wrap_send_c_store(e.assoc, self.send, counter)),
+        ]
+        if not contexts:  # no match or a failure: the destination association is never made
+            contexts = outgoing_contexts([("1.2.840.10008.5.1.4.1.1.7", ())])
+        yield host, int(port), {"contexts": contexts, "max_pdu": self._max_pdu, "evt_handlers": handlers}
+        if failure is not None:
+            yield 1
+            yield failure, None
+            return
+        yield len(records)
+        yield from self._sub_operations(event, records, "C-MOVE")
+
+    def _count_store(self, event: Event, what: str) -> Callable[[StoreResult], None]:
+        def count(result: StoreResult) -> None:
+            self._count(event, f"{what} {result.category}", 1)
+
+        return count
+
+    # -- sending ------------------------------------------------------------------------------------
+    def send(self, assoc: Association, outgoing: _Outgoing, msg_id: int, originator: tuple[str, int] | None
+             ) -> StoreResult:
+        """One C-STORE sub-operation of an instance in the best syntax the peer accepted."""
+        record = outgoing.record
+        syntaxes = preferred_syntaxes(record)
+        context = choose_context(assoc, record.sop_class_uid, syntaxes)
+        if context is None:
+            LOGGER.warning("no accepted presentation context for %s in %s", record.sop_class_uid,
+                           ", ".join(syntaxes))
+            return StoreResult(NO_CONTEXT, "no accepted presentation context")
+        syntax = str(context.transfer_syntax[0])
+        try:
+            _, data = self._archive.read_dataset(record.sop_instance_uid, syntax)
+        except EngineError as exc:
+            LOGGER.error("cannot read %s in %s for a sub-operation: %s", record.sop_instance_uid, syntax, exc)
+            return StoreResult(UNABLE_TO_PROCESS, str(exc))
+        return send_encoded(assoc, context, record.sop_class_uid, record.sop_instance_uid, data, msg_id=msg_id,
+                            move_originator=originator)
+
+
+Sender = Callable[["Association", _Outgoing, int, "tuple[str, int] | None"], StoreResult]
+
+
+def wrap_send_c_store(assoc: Association, sender: Sender, on_result: Callable[[StoreResult], None]) -> None:
+    """Make `assoc.send_c_store` send marker Datasets as stored bytes; other Datasets go to pynetdicom's own.
+
+    Only this association object changes (an instance attribute), nothing global. Idempotent.
+    """
+    if getattr(assoc, "_pacs_wrapped", False):
+        return
+    original = assoc.send_c_store
+
+    @functools.wraps(original)
+    def send_c_store(dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+                     originator_id: int | None = None) -> Dataset:
+        outgoing = getattr(dataset, "_pacs_outgoing", None)
+        if not isinstance(outgoing, _Outgoing):
+            return original(dataset, msg_id=msg_id, priority=priority, originator_aet=originator_aet,
+                            originator_id=originator_id)
+        originator = (originator_aet, originator_id) if originator_aet and originator_id is not None else None
+        result = sender(assoc, outgoing, msg_id, originator)
+        on_result(result)
+        return _status(result)
+
+    assoc.send_c_store = send_c_store  # type: ignore[method-assign]
+    assoc._pacs_wrapped = True  # type: ignore[attr-defined]

@@ -1,0 +1,140 @@
+"""Outgoing C-STORE of encoded data sets: the contexts to propose, the syntax to pick, the bytes sent as they are.
+
+pynetdicom's `send_c_store` takes a pydicom Dataset (decoded, then encoded again) or a file path; an
+archive holds bytes. `send_encoded` hands pynetdicom's DIMSE layer the encoded data set directly, with
+the same request/response discipline `send_c_store` follows, so nothing is decoded or re-encoded here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING, cast
+
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.presentation import PresentationContext, build_context
+
+from engine.archive import stored_syntax
+from engine.types import EXPLICIT_VR_LE, IMPLICIT_VR_LE, InstanceRecord
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
+
+LOGGER = logging.getLogger(__name__)
+
+MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are the odd numbers 1..255
+UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
+
+
+def preferred_syntaxes(record: InstanceRecord) -> tuple[str, ...]:
+    """Transfer syntaxes to send an instance in, best first: stored (zero decode), original, uncompressed."""
+    return tuple(dict.fromkeys((stored_syntax(record), record.transfer_syntax_uid, *UNCOMPRESSED)))
+
+
+def outgoing_contexts(pairs: Iterable[tuple[str, Sequence[str]]]) -> list[PresentationContext]:
+    """Presentation contexts to propose for (SOP class, preferred syntaxes) pairs, within 128 contexts.
+
+    Every class gets one uncompressed context first (so every class can be sent); then one context per
+    other syntax, each alone so the peer can accept it without choosing among them.
+    """
+    classes: dict[str, list[str]] = {}
+    for sop_class, syntaxes in pairs:
+        wanted = classes.setdefault(sop_class, [])
+        wanted.extend(s for s in syntaxes if s not in wanted and s not in UNCOMPRESSED)
+    contexts = [build_context(sop_class, list(UNCOMPRESSED)) for sop_class in classes]
+    for sop_class, syntaxes in classes.items():
+        for syntax in syntaxes:
+            if len(contexts) >= MAX_CONTEXTS:
+                LOGGER.warning("more than %d presentation contexts needed; some instances go uncompressed",
+                               MAX_CONTEXTS)
+                return contexts[:MAX_CONTEXTS]
+            contexts.append(build_context(sop_class, [syntax]))
+    return contexts[:MAX_CONTEXTS]
+
+
+def choose_context(assoc: Association, sop_class: str, syntaxes: Sequence[str]) -> PresentationContext | None:
+    """The accepted context this side may send `sop_class` on, in the first of `syntaxes` the peer accepted."""
+    usable = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == sop_class and cx.as_scu]
+    for syntax in syntaxes:
+        for cx in usable:
+            if cx.transfer_syntax[0] == syntax:
+                return cx
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """The peer's answer to one C-STORE: its status (None when it never answered) and Error Comment."""
+
+    status: int | None
+    comment: str = ""
+
+    @property
+    def category(self) -> str:
+        """'success', 'warning' or 'failure' as PS3.4 B.2.3 groups C-STORE statuses."""
+        if self.status is None:
+            return "failure"
+        if self.status == 0x0000:
+            return "success"
+        if self.status in (0x0001, 0x0107, 0x0116) or self.status >> 12 == 0xB:
+            return "warning"
+        return "failure"
+
+
+def send_encoded(
+    assoc: Association,
+    context: PresentationContext,
+    sop_class: str,
+    sop_uid: str,
+    data: bytes,
+    *,
+    msg_id: int = 1,
+    move_originator: tuple[str, int] | None = None,
+) -> StoreResult:
+    """Send one encoded data set (no file meta, in `context`'s transfer syntax) and wait for the response.
+
+    Follows pynetdicom's own send_c_store: pause the association's reactor, send, read the response,
+    resume (pinned pynetdicom 3.0: these are its internal attributes). Aborts the association when the
+    peer does not answer within the DIMSE timeout, as send_c_store does.
+    """
+    if not assoc.is_established:  # the peer aborted: fail the remaining sub-operations at once
+        return StoreResult(None, "the association has ended")
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = 2  # low: bulk retrieval must not starve a modality's interactive traffic
+    req.AffectedSOPClassUID = sop_class
+    req.AffectedSOPInstanceUID = sop_uid
+    if move_originator is not None:
+        req.MoveOriginatorApplicationEntityTitle = move_originator[0]
+        req.MoveOriginatorMessageID = move_originator[1]
+    req.DataSet = BytesIO(data)
+    checkpoint = assoc._reactor_checkpoint
+    checkpoint.clear()
+    try:
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        assoc.dimse.send_msg(req, cast(int, context.context_id))
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        checkpoint.set()
+    if rsp is None:
+        assoc._handle_no_response()
+        return StoreResult(None, "no response within the DIMSE timeout")
+    status = assoc._check_received_status(rsp)
+    code = status.get("Status")
+    return StoreResult(None if code is None else int(code), str(status.get("ErrorComment", "") or ""))
+
+
+def set_nodelay(event: Event) -> None:
+    """EVT_CONN_OPEN handler: small DIMSE responses must not wait for the peer's delayed ACK (Nagle)."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+Reader = Callable[[str], bytes]  # syntax UID -> the instance's data set in it

@@ -1,0 +1,139 @@
+"""What every endpoint shares: the archive, running blocking archive calls in threads, URLs, caches."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, ParamSpec, TypeVar
+
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.archive import Archive
+from engine.dicom import validate_uid
+from engine.errors import InvalidUIDError
+from engine.web._errors import HttpError
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+GZIP_MIN_BYTES = 1024  # below this gzip's header costs more than it saves
+_GZIP_LEVEL = 5  # measured on 300-instance CT series metadata: 1020 kB -> 25 kB
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A JSON body kept ready to send: plain and gzipped, with its entity tag."""
+
+    etag: str
+    plain: bytes
+    gzipped: bytes | None
+
+
+class LruCache(Generic[_K, _V]):
+    """A thread-safe LRU bounded by the total size of its values (as `weigh` counts them)."""
+
+    def __init__(self, max_bytes: int, weigh: Callable[[_V], int]) -> None:
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._bytes = 0
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: _K) -> _V | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: _K, value: _V) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= self._weigh(old)
+            self._items[key] = value
+            self._bytes += self._weigh(value)
+            while self._bytes > self._max_bytes and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= self._weigh(dropped)
+
+
+def _encoded_size(item: Encoded) -> int:
+    return len(item.plain) + len(item.gzipped or b"")
+
+
+class WebContext:
+    """The archive behind the DICOMweb endpoints, and the helpers they share.
+
+    Caches (bounded by bytes): whole metadata bodies by entity tag, and each instance's DICOM JSON by
+    (SOP Instance UID, digest, generation), so a series that grew is rebuilt only for its new instances.
+    """
+
+    def __init__(self, archive: Archive, cache_mb: int = 128) -> None:
+        self.archive = archive
+        self.metadata_cache: LruCache[str, Encoded] = LruCache((cache_mb << 20) // 2, _encoded_size)
+        self.instance_json_cache: LruCache[tuple[str, str, int], bytes] = LruCache((cache_mb << 20) // 2, len)
+
+    async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a blocking archive call in a worker thread: the event loop never waits on disk or codecs."""
+        return await to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+def uid(value: str, what: str) -> str:
+    """A UID from a URL, validated before it is used as a key; raises HttpError 400."""
+    try:
+        return validate_uid(value, what)
+    except InvalidUIDError as exc:
+        raise HttpError(400, str(exc)) from exc
+
+
+def base_url(request: Request) -> str:
+    """The service root as the client sees it (scheme, host, mount path), without a trailing slash."""
+    return str(request.base_url).rstrip("/")
+
+
+def make_etag(*parts: object) -> str:
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+    return f'"{digest}"'
+
+
+def encode_json(etag: str, body: bytes, *, compress: bool = True, level: int = _GZIP_LEVEL) -> Encoded:
+    """The body with its gzipped form when it is worth it (and `compress`: the client takes gzip)."""
+    worth = compress and len(body) >= GZIP_MIN_BYTES
+    return Encoded(etag, body, gzip.compress(body, compresslevel=level, mtime=0) if worth else None)
+
+
+def accepts_gzip(request: Request) -> bool:
+    for item in request.headers.get("accept-encoding", "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0"):
+            return True
+    return False
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether If-None-Match names `etag` (or is `*`), so 304 may be answered."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+def json_response(request: Request, item: Encoded, media_type: str, *, cache: str = "no-cache") -> Response:
+    """The body gzipped when the client takes it, with ETag and Vary; 304 when If-None-Match matches."""
+    headers = {"ETag": item.etag, "Vary": "Accept-Encoding", "Cache-Control": cache}
+    if not_modified(request, item.etag):
+        return Response(status_code=304, headers=headers)
+    if item.gzipped is not None and accepts_gzip(request):
+        headers["Content-Encoding"] = "gzip"
+        return Response(item.gzipped, media_type=media_type, headers=headers)
+    return Response(item.plain, media_type=media_type, headers=headers)

@@ -1,0 +1,85 @@
+"""QIDO-RS over real HTTP with dicomweb-client: matching, includefield, limit/offset, fuzzymatching."""
+
+from __future__ import annotations
+
+import pydicom
+from web_helpers import Served
+
+STUDY_UID, SERIES_UID, SOP_UID, INSTANCE_NUMBER, RETRIEVE_URL = (
+    "0020000D",
+    "0020000E",
+    "00080018",
+    "00200013",
+    "00081190",
+)
+
+
+def test_search_studies_by_patient_and_wildcard(served: Served) -> None:
+    ct = pydicom.dcmread(served.ct.files[0], stop_before_pixels=True)
+    client = served.client()
+    exact = client.search_for_studies(search_filters={"PatientID": str(ct.PatientID)})
+    assert [s[STUDY_UID]["Value"][0] for s in exact] == [served.ct.study_uid]
+    study = exact[0]
+    assert study["00201208"]["Value"] == [len(served.ct.files)]  # NumberOfStudyRelatedInstances
+    assert study["00080061"]["Value"] == ["CT"]  # ModalitiesInStudy
+    assert study[RETRIEVE_URL]["Value"][0].endswith(f"/studies/{served.ct.study_uid}")
+    wildcard = client.search_for_studies(search_filters={"PatientName": str(ct.PatientName)[:4] + "*"})
+    assert served.ct.study_uid in [s[STUDY_UID]["Value"][0] for s in wildcard]
+    assert client.search_for_studies(search_filters={"PatientID": "nobody-has-this-id"}) == []
+
+
+def test_search_series_of_a_study_and_all_series(served: Served) -> None:
+    client = served.client()
+    series = client.search_for_series(served.ct.study_uid)
+    assert [s[SERIES_UID]["Value"][0] for s in series] == [served.ct.series_uid]
+    assert series[0]["00201209"]["Value"] == [len(served.ct.files)]
+    everything = client.search_for_series(search_filters={"Modality": "CT"})
+    assert served.ct.series_uid in [s[SERIES_UID]["Value"][0] for s in everything]
+
+
+def test_search_instances_in_series_order_with_limit_and_offset(served: Served) -> None:
+    client = served.client()
+    every = client.search_for_instances(served.ct.study_uid, served.ct.series_uid)
+    expected = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in served.ct.files]
+    assert [i[SOP_UID]["Value"][0] for i in every] == expected
+    page = client.search_for_instances(served.ct.study_uid, served.ct.series_uid, limit=5, offset=10)
+    assert [i[SOP_UID]["Value"][0] for i in page] == expected[10:15]
+    numbered = client.search_for_instances(
+        served.ct.study_uid, served.ct.series_uid, search_filters={"InstanceNumber": "3"}
+    )
+    assert [i[INSTANCE_NUMBER]["Value"] for i in numbered] == [[3]]
+
+
+def test_includefield_by_keyword_tag_and_all(served: Served) -> None:
+    with served.http() as http:
+        plain = http.get(
+            f"/studies/{served.ct.study_uid}/series/{served.ct.series_uid}/instances", params={"limit": "1"}
+        ).json()
+        by_keyword = http.get(
+            "/instances",
+            params={"SeriesInstanceUID": served.ct.series_uid, "includefield": "Manufacturer,00081090", "limit": "1"},
+        ).json()
+        every = http.get(
+            "/instances", params={"SeriesInstanceUID": served.ct.series_uid, "includefield": "all", "limit": "1"}
+        ).json()
+    assert "00100010" not in plain[0]
+    assert {"00080070", "00081090"} <= by_keyword[0].keys()
+    assert "00100010" in every[0] and "00080060" in every[0]
+
+
+def test_fuzzymatching_is_refused_with_a_warning(served: Served) -> None:
+    with served.http() as http:
+        response = http.get("/studies", params={"fuzzymatching": "true"})
+    assert response.status_code == 200
+    assert response.headers["warning"].startswith("299 ")
+    assert "fuzzymatching" in response.headers["warning"]
+
+
+def test_unknown_attribute_and_bad_limit_are_400(served: Served) -> None:
+    with served.http() as http:
+        unknown = http.get("/studies", params={"NoSuchKeyword": "x"})
+        nested = http.get("/studies", params={"00081115.0020000E": "1.2"})
+        bad_limit = http.get("/studies", params={"limit": "-1"})
+        bad_date = http.get("/studies", params={"StudyDate": "2020-01-01"})
+    assert [r.status_code for r in (unknown, nested, bad_limit, bad_date)] == [400, 400, 400, 400]
+    assert "NoSuchKeyword" in unknown.json()["error"]

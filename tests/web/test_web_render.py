@@ -1,0 +1,46 @@
+"""The rendering helpers behind /rendered and /thumbnail (engine.codecs._render) on a real CT frame."""
+
+from __future__ import annotations
+
+import imagecodecs
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from engine import codecs
+
+
+@pytest.fixture(scope="module")
+def ct() -> np.ndarray:
+    return np.asarray(pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array)
+
+
+def test_linear_exact_and_monochrome1(ct: np.ndarray) -> None:
+    exact = codecs.window_to_uint8(ct, center=1000, width=500, function="LINEAR_EXACT")
+    expected = np.clip(np.rint(((ct - 1000.0) / 500 + 0.5) * 255), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(exact, expected)
+    inverted = codecs.window_to_uint8(ct, center=1000, width=500, function="LINEAR_EXACT", invert=True)
+    np.testing.assert_array_equal(inverted, 255 - expected)
+
+
+def test_without_a_window_the_full_range_is_shown(ct: np.ndarray) -> None:
+    image = codecs.window_to_uint8(ct)
+    assert image.min() == 0 and image.max() == 255
+    in_value_order = image.ravel()[np.argsort(ct.ravel(), kind="stable")].astype(int)
+    assert np.all(np.diff(in_value_order) >= 0)  # the mapping is monotonic
+
+
+def test_bad_windows_are_refused(ct: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="SIGMOID"):
+        codecs.window_to_uint8(ct, center=0, width=10, function="SIGMOID")
+    with pytest.raises(ValueError, match="below 1"):
+        codecs.window_to_uint8(ct, center=0, width=0.5)
+
+
+def test_png_is_lossless_and_jpeg_decodes(ct: np.ndarray) -> None:
+    image = codecs.window_to_uint8(ct, center=1000, width=800)
+    np.testing.assert_array_equal(imagecodecs.png_decode(codecs.encode_png(image)), image)
+    rgb = np.stack([image, 255 - image, image // 2], axis=-1)
+    np.testing.assert_array_equal(codecs.window_to_uint8(rgb), rgb)  # 8-bit colour passes through
+    assert imagecodecs.jpeg8_decode(codecs.encode_jpeg(rgb, 95)).shape == rgb.shape
