@@ -9,10 +9,14 @@ import sys
 import threading
 from types import FrameType
 
+from typing import TYPE_CHECKING
+
 from engine.archive import Archive
 from engine.cli._common import EXIT_OK, open_archive
 from engine.net import DicomServer
-from engine.web import WebServer
+
+if TYPE_CHECKING:  # imported when serving: starlette and uvicorn cost every other command 0.14 s
+    from engine.web import WebServer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,6 +88,8 @@ def _start_web(args: argparse.Namespace, archive: Archive) -> WebServer | None:
     http = archive.settings.http
     if args.http_port is None and not http.port:
         return None
+    from engine.web import WebServer
+
     web = WebServer(archive, args.host or http.host, http.port if args.http_port is None else args.http_port)
     host, port = web.start()
     sys.stdout.write(f"listening: http={host}:{port}\n")
