@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,3 +114,16 @@ class IndexStats:
     instances: int
     received_bytes: int
     stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """What a query at IMAGE level needs of an instance: its record without the pixel layout."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instance_number: int | None
+    frames: int | None  # None without pixel data
+    query: Mapping[str, str]

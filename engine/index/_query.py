@@ -13,7 +13,7 @@ from typing import Literal
 from engine.errors import NotFoundError
 from engine.index._index import Index
 from engine.index._match import Condition, InvalidQueryError, parse_condition
-from engine.index._model import PatientRecord, SeriesRecord, StudyRecord
+from engine.index._model import InstanceSummary, PatientRecord, SeriesRecord, StudyRecord
 from engine.index._read import IndexReader
 from engine.types import InstanceRecord
 
@@ -80,7 +80,7 @@ def patient_match(p: PatientRecord) -> Match:
     }
 
 
-def instance_match(r: InstanceRecord) -> Match:
+def instance_match(r: InstanceRecord | InstanceSummary) -> Match:
     out: Match = dict(r.query)
     out.pop("SpecificCharacterSet", None)  # values are str already: the response names its own charset
     out.update(
@@ -92,8 +92,9 @@ def instance_match(r: InstanceRecord) -> Match:
             "InstanceNumber": "" if r.instance_number is None else str(r.instance_number),
         }
     )
-    if r.pixel is not None:
-        out["NumberOfFrames"] = str(r.pixel.frames)
+    frames = r.frames if isinstance(r, InstanceSummary) else (r.pixel.frames if r.pixel is not None else None)
+    if frames is not None:
+        out["NumberOfFrames"] = str(frames)
     return out
 
 
@@ -255,6 +256,7 @@ class _Checker:
         # Keys no record holds (Retrieve AE Title, ...) must not send every match looking for them.
         self._wanted = (set(conditions) | set(fields)) - NOT_MATCHED
         self._studies: dict[str, Match] = {}
+        self._series_matches: dict[str, Match] = {}
 
     def match(self, key: str) -> Match | None:
         """The attributes of `key` if it exists and matches every condition, else None."""
@@ -287,9 +289,16 @@ class _Checker:
         if self._level == "SERIES":
             series = r.series_record(key)
             return {**self._study(series.study_instance_uid), **series_match(series)}
-        record = r.get_instance(key)
-        series = r.series_record(record.series_instance_uid)
-        return {**self._study(record.study_instance_uid), **series_match(series), **instance_match(record)}
+        record = r.get_instance_summary(key)
+        return {**self._series(record.series_instance_uid), **instance_match(record)}
+
+    def _series(self, uid: str) -> Match:
+        """Study and series attributes of a series, decoded once per query (an IMAGE query lists many)."""
+        found = self._series_matches.get(uid)
+        if found is None:
+            series = self._reader.series_record(uid)
+            found = self._series_matches[uid] = {**self._study(series.study_instance_uid), **series_match(series)}
+        return dict(found)
 
     def _representative(self, attrs: Match) -> Mapping[str, str]:
         """Query values of the first instance below a patient, study or series: attributes its record lacks."""

@@ -9,7 +9,7 @@ import lmdb
 
 from engine.errors import NotFoundError
 from engine.index import _keys, _records
-from engine.index._model import Change, IndexStats, PatientRecord, SeriesRecord, StudyRecord
+from engine.index._model import Change, IndexStats, InstanceSummary, PatientRecord, SeriesRecord, StudyRecord
 from engine.index._schema import SEQUENCE_KEY, TOTALS_KEY, Dbs
 from engine.types import InstanceRecord
 
@@ -44,6 +44,13 @@ class IndexReader:
         if raw is None:
             raise NotFoundError(f"instance {sop} is not in the index")
         return _records.decode_instance(raw)
+
+    def get_instance_summary(self, sop: str) -> InstanceSummary:
+        """The query-relevant part of `sop`'s record; raises NotFoundError."""
+        raw = self._txn.get(_keys.uid_key(sop), db=self._dbs.instances)
+        if raw is None:
+            raise NotFoundError(f"instance {sop} is not in the index")
+        return _records.decode_instance_summary(raw)
 
     def find_instance(self, sop: str) -> InstanceRecord | None:
         """The record of `sop`, or None."""

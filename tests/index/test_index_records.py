@@ -154,3 +154,17 @@ def test_patient_name_normalisation_is_case_and_padding_blind(name: str) -> None
     )
     assert _keys.SEP.decode() not in base
     assert base == base.upper()
+
+
+@given(records)
+def test_instance_summary_agrees_with_the_full_record(record: InstanceRecord) -> None:
+    from engine.index._records import decode_instance_summary
+
+    summary = decode_instance_summary(encode_instance(record))
+    assert (summary.sop_instance_uid, summary.sop_class_uid, summary.study_instance_uid) == (
+        record.sop_instance_uid, record.sop_class_uid, record.study_instance_uid,
+    )  # fmt: skip
+    assert summary.series_instance_uid == record.series_instance_uid
+    assert summary.instance_number == record.instance_number
+    assert summary.frames == (record.pixel.frames if record.pixel is not None else None)
+    assert dict(summary.query) == record.query
