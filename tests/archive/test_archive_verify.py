@@ -57,3 +57,23 @@ def test_damaged_chunk_is_named(tmp_path: Path) -> None:
         path.write_bytes(bytes(data))
         problems = archive.verify()
     assert problems and result.sop_instance_uid in problems[0]
+
+
+def test_closing_an_archive_releases_its_descriptors(tmp_path: Path) -> None:
+    """pynetdicom's select() fails on descriptors numbered past 1024: archives must not leak them."""
+    import os
+
+    data = pydicom_test_files_dir().joinpath("CT_small.dcm").read_bytes()
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with Archive.open(tmp_path / "warm") as archive:  # lazy imports and codec warm-up happen once
+        archive.read_frame(archive.ingest(data).sop_instance_uid, 0)
+    before = open_descriptors()
+    for k in range(5):
+        with Archive.open(tmp_path / f"a{k}") as archive:
+            sop = archive.accept(data).sop_instance_uid
+            archive.read_instance(sop)
+            archive.read_frame(sop, 0, 1)
+    assert open_descriptors() == before
