@@ -16,6 +16,7 @@ from engine.errors import EngineError
 from engine.web import _frames, _qido, _rendered, _stow, _wado
 from engine.web._context import WebContext
 from engine.web._errors import error_response
+from engine.web._viewer import viewer_routes
 
 EXPOSED_HEADERS = ("Content-Range", "Content-Type", "Content-Length", "Content-Location", "ETag", "Warning",
                    "Accept-Ranges", "X-Level-Prefixes")  # fmt: skip
@@ -126,7 +127,7 @@ class _Handlers:
 
 
 def create_app(archive: Archive, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The DICOMweb service of `archive` at the root path; `extra_routes` (e.g. a viewer page) come first.
+    """The DICOMweb service of `archive` at the root path, with the viewer page at `/`; `extra_routes` come first.
 
     Every response carries CORS headers for any origin; preflight OPTIONS requests are answered.
     Errors become statuses through the one table of engine.web._errors.
@@ -145,7 +146,7 @@ def create_app(archive: Archive, extra_routes: Sequence[BaseRoute] = ()) -> Star
     )
     ctx = WebContext(archive)
     app = Starlette(
-        routes=[*extra_routes, *_Handlers(ctx).routes()],
+        routes=[*extra_routes, *viewer_routes(), *_Handlers(ctx).routes()],
         middleware=[cors],
         exception_handlers={EngineError: on_error},
     )
