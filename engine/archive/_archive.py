@@ -13,7 +13,7 @@ from types import TracebackType
 import numpy as np
 
 from engine import codecs, dicom
-from engine.archive._ingest import Ingestor, IngestResult
+from engine.archive._ingest import Ingestor, IngestResult, parse
 from engine.archive._journal import Journal
 from engine.archive._receiver import Receiver
 from engine.archive._retrieve import Retriever, resolve_syntax
@@ -184,11 +184,7 @@ class Archive:
         """
         if self._ingestor is None or self._closed:
             raise ClosedError("the archive is closed or open read-only")
-        if transfer_syntax_uid is None:
-            parsed = dicom.parse_part10(data)
-        else:
-            parsed = dicom.parse_dataset(data, transfer_syntax_uid)
-        result = self._ingestor.ingest(parsed)
+        result = self._ingestor.ingest(parse(data, transfer_syntax_uid))
         LOGGER.debug("%s %s from %s", result.status, result.sop_instance_uid, source or "?")
         return result
 

@@ -79,10 +79,7 @@ class Ingestor:
                 if previous.digest == digest:
                     return result_for(previous, "duplicate")
                 if not self._overwrite:
-                    raise DuplicateInstanceError(
-                        f"SOP Instance {sop} is already stored with different content "
-                        f"(overwrite is off in the configuration)"
-                    )
+                    raise conflict_error(sop)
             generation = previous.generation + 1 if previous is not None else 0
             try:
                 plan = plan_pixels(parsed, self._profile)
@@ -157,6 +154,19 @@ class Ingestor:
             layout=plan.layout if plan else "frames",
         )
         return record, plan is not None
+
+
+def parse(data: bytes | memoryview, transfer_syntax_uid: str | None) -> dicom.ParsedInstance:
+    """A Part-10 file when `transfer_syntax_uid` is None or empty, else a bare data set in that syntax."""
+    if transfer_syntax_uid:
+        return dicom.parse_dataset(data, transfer_syntax_uid)
+    return dicom.parse_part10(data)
+
+
+def conflict_error(sop: str) -> DuplicateInstanceError:
+    return DuplicateInstanceError(
+        f"SOP Instance {sop} is already stored with different content (overwrite is off in the configuration)"
+    )
 
 
 def result_for(record: InstanceRecord, status: str) -> IngestResult:

@@ -24,9 +24,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine import dicom
-from engine.archive._ingest import Ingestor, IngestResult, dataset_digest, received_size, result_for
+from engine.archive._ingest import (
+    Ingestor,
+    IngestResult,
+    conflict_error,
+    dataset_digest,
+    parse,
+    received_size,
+    result_for,
+)
 from engine.archive._journal import Journal, Ticket, read_data
-from engine.errors import DuplicateInstanceError, EngineError
+from engine.errors import EngineError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,18 +73,15 @@ class Receiver:
         count = 0
         for segment in segments:
             for record in self._journal.records(segment):
-                known = self._ingestor.existing(record.sop_instance_uid)
-                if known is not None and known.digest == record.digest:
-                    continue
-                self._ingestor.ingest(_parse(record.data, record.transfer_syntax_uid), fallback=True)
-                count += 1
+                result = self._ingestor.ingest(parse(record.data, record.transfer_syntax_uid), fallback=True)
+                count += result.status != "duplicate"  # indexed before the crash: nothing to do
             self._journal.drop_segment(segment)
         return count
 
     def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None) -> IngestResult:
         """Validate and durably journal one instance; see Archive.accept."""
         self._last_arrival = time.monotonic()
-        parsed = _parse(data, transfer_syntax_uid)
+        parsed = parse(data, transfer_syntax_uid)
         if parsed.encapsulated:
             return self._ingestor.ingest(parsed)
         # Taken before any SOP lock: waiting for room while holding one could block the very worker
@@ -109,11 +114,11 @@ class Receiver:
                     if known.digest == digest:
                         return result_for(known, "duplicate"), False
                     if not self._overwrite:
-                        raise _conflict(sop)
+                        raise conflict_error(sop)
                 elif pending.digest == digest:
                     return _accepted(parsed, "duplicate"), False
                 elif not self._overwrite:
-                    raise _conflict(sop)
+                    raise conflict_error(sop)
             if pending is None:
                 return None, False
             pending.future.exception()  # a replacement waits for the instance it replaces, then retries
@@ -147,7 +152,7 @@ class Receiver:
         try:
             self._wait_turn()
             data = read_data(self._journal.directory, ticket.segment, ticket.data_offset, ticket.data_length)
-            self._ingestor.ingest(_parse(data, syntax), fallback=True)
+            self._ingestor.ingest(parse(data, syntax), fallback=True)
         except EngineError as exc:
             # Still durable in the journal: the next open ingests it again.
             LOGGER.error("acknowledged instance %s is journalled but not yet stored: %s", sop, exc)
@@ -187,12 +192,6 @@ class Receiver:
         self._pool.shutdown(wait=True)
 
 
-def _parse(data: bytes | memoryview, transfer_syntax_uid: str | None) -> dicom.ParsedInstance:
-    if transfer_syntax_uid:
-        return dicom.parse_dataset(data, transfer_syntax_uid)
-    return dicom.parse_part10(data)
-
-
 def _accepted(parsed: dicom.ParsedInstance, status: str) -> IngestResult:
     return IngestResult(
         sop_instance_uid=parsed.sop_instance_uid,
@@ -201,10 +200,4 @@ def _accepted(parsed: dicom.ParsedInstance, status: str) -> IngestResult:
         status=status,
         received_bytes=received_size(parsed),
         stored_bytes=0,  # known once transcoded
-    )
-
-
-def _conflict(sop: str) -> DuplicateInstanceError:
-    return DuplicateInstanceError(
-        f"SOP Instance {sop} is already stored with different content (overwrite is off in the configuration)"
     )

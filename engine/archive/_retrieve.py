@@ -183,12 +183,16 @@ class Retriever:
         frames = [codecs.decode_frame(c, codec, shape=desc.frame_shape, dtype=dtype) for c in chunks]
         return frames, {}
 
+    def raw_bytes(self, record: InstanceRecord) -> bytes:
+        """The native Pixel Data value of a raw-layout instance, exactly as received."""
+        chunk = self._pixels.read_chunk(record.levels[0].chunks[0])
+        length = record.levels[0].columns  # the raw layout records the value length as its width
+        return codecs.decode_frame(chunk, CODEC_ZSTD, shape=(1, length), dtype=np.dtype(np.uint8)).tobytes()
+
     def _raw_value(self, record: InstanceRecord, target: str) -> bytes:
         desc = record.pixel
         assert desc is not None
-        chunk = self._pixels.read_chunk(record.levels[0].chunks[0])
-        length = record.levels[0].columns  # the raw layout records the value length as its width
-        raw = codecs.decode_frame(chunk, CODEC_ZSTD, shape=(1, length), dtype=np.dtype(np.uint8)).tobytes()
+        raw = self.raw_bytes(record)
         if target not in NATIVE_SYNTAXES:
             raise UnsupportedTransferSyntaxError(
                 f"{record.sop_instance_uid}: packed pixel data (BitsAllocated {desc.bits_allocated}, "

@@ -6,14 +6,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from engine import codecs
 from engine.archive._plan import bytes_hash, frame_hash
 from engine.errors import EngineError, NotFoundError
 from engine.index import Index
 from engine.pixels import LocalPixelStore
-from engine.types import CODEC_PASSTHROUGH, CODEC_ZSTD, InstanceRecord
+from engine.types import CODEC_PASSTHROUGH, InstanceRecord
 
 if TYPE_CHECKING:
     from engine.archive._retrieve import Retriever
@@ -104,14 +101,11 @@ def _verify_instance(
     problems = [f"{sop}: {p}" for p in pixels.verify_instance(refs)]
     if problems or not deep:
         return problems
-    if record.layout == "raw" or record.codec == CODEC_PASSTHROUGH:
-        # Kept bytes are checked against their hash; lossy codestreams are never decoded to verify.
-        chunks = pixels.read_chunks(record.levels[0].chunks)
-        if record.layout == "raw":
-            raw = codecs.decode_frame(chunks[0], CODEC_ZSTD, shape=(1, record.levels[0].columns), dtype=np.dtype(np.uint8))
-            hashes = [bytes_hash(raw.tobytes())]
-        else:
-            hashes = [bytes_hash(c) for c in chunks]
+    if record.layout == "raw":
+        hashes = [bytes_hash(retriever.raw_bytes(record))]
+    elif record.codec == CODEC_PASSTHROUGH:
+        # Kept codestreams are checked against their hash; lossy codestreams are never decoded to verify.
+        hashes = [bytes_hash(c) for c in pixels.read_chunks(record.levels[0].chunks)]
     else:
         hashes = [frame_hash(f) for f in retriever.all_frames(record)]
     bad = [i + 1 for i, (a, b) in enumerate(zip(hashes, record.frame_hashes, strict=False)) if a != b]
