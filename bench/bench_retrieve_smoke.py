@@ -16,6 +16,6 @@ import retrieve  # bench/ is on sys.path: pytest's rootdir-relative import of th
 @pytest.mark.skipif(not dcmtk_available(), reason="needs DCMTK (apt-get install dcmtk)")
 def test_retrieve_benchmark_runs_every_phase() -> None:
     figures = retrieve.main(["--slices", "4", "--repeat", "1"])
-    for kind in ("move_stored", "move_explicit", "get_stored", "get_explicit"):
+    for kind in ("move_stored", "move_explicit", "get_stored", "get_explicit", "move_jpegls", "get_jpegls"):
         assert figures[f"{kind}_vs_baseline"] > 0, kind
     assert figures["instances"] == 4

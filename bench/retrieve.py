@@ -6,7 +6,9 @@ Builds the generated CT series (real CT slices from pydicom-data), imports it in
      as they are; DCMTK 3.6.7 cannot receive HTJ2K) and (b) to a DCMTK storescp, which accepts only
      uncompressed syntaxes here, so every frame is decoded on the fly;
   2. C-GET (a) by pynetdicom (pacs-engine's SCU, HTJ2K proposed, bytes counted and dropped) and
-     (b) by DCMTK getscu (uncompressed, written to disk).
+     (b) by DCMTK getscu (uncompressed, written to disk);
+  3. the same series imported with the `jpegls` profile, whose stored syntax DCMTK does receive: C-MOVE to
+     a DCMTK storescp and C-GET by DCMTK getscu, both in stored JPEG-LS, so both ends but ours are DCMTK.
 Every receiver but 2a writes what it receives to disk, as the baseline's storescp does.
 Prints instances/s, MB/s of pixel data and the ratio to the baseline. Usage:
   python bench/retrieve.py [--slices 300] [--repeat 1] [--json out.json]
@@ -138,6 +140,41 @@ def bench_serve(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float
     return {kind: _median(samples) for kind, samples in times.items()}
 
 
+def bench_jpegls(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float]:
+    """Seconds for C-MOVE and C-GET in stored JPEG-LS with DCMTK on the other end (median of `repeat`)."""
+    archive_dir = work / "archive-jpegls"
+    with Archive.open(archive_dir, storage={"profile": "jpegls"}) as archive:
+        for path in series.files:
+            archive.ingest_file(path)
+    n = len(series.files)
+    keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_uid}",
+            "-k", f"SeriesInstanceUID={series.series_uid}"]  # fmt: skip
+    times: dict[str, list[float]] = {"move_jpegls": [], "get_jpegls": []}
+    for k in range(repeat + 1):  # the first round warms caches and is not counted
+        sink = StoreSCP(work / f"move_jpegls{k}", ae_title="SINK_JLS")
+        with sink:
+            (archive_dir / "engine.toml").write_text(f'[remote_aes]\nSINK_JLS = "{LOOPBACK}:{sink.port}"\n',
+                                                     encoding="utf-8")
+            with running_server(archive_dir) as server:
+                address = [server.host, str(server.port)]
+                move = ["movescu", "-S", "-aet", "BENCH", "-aec", server.ae_title, "-aem", "SINK_JLS", *address, *keys]
+                elapsed = _timed(lambda: _check(subprocess.run(move, capture_output=True, text=True, check=False),
+                                                "movescu"))
+                out = work / f"getscu_jpegls{k}"
+                out.mkdir()
+                get = ["getscu", "-S", "+xt", "-aet", "BENCH", "-aec", server.ae_title, "+B", "-od", str(out),
+                       *address, *keys]
+                got = _timed(lambda: _check(subprocess.run(get, capture_output=True, text=True, check=False),
+                                            "getscu"))
+        for label, folder in (("C-MOVE", sink.out_dir), ("C-GET", out)):
+            if len(list(folder.iterdir())) != n:
+                raise RuntimeError(f"{label} in JPEG-LS did not deliver every instance")
+        if k:
+            times["move_jpegls"].append(elapsed)
+            times["get_jpegls"].append(got)
+    return {kind: _median(samples) for kind, samples in times.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=300)
@@ -156,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         series = SeriesFiles.from_files(files)
         base = baseline(work / "series", work, args.repeat)
         serve = bench_serve(series, work, args.repeat)
+        serve.update(bench_jpegls(series, work, args.repeat))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -180,6 +218,8 @@ def _print(f: dict[str, float]) -> None:
         "move_explicit": "C-MOVE, explicit VR LE (decode) -> storescp",
         "get_stored": "C-GET, stored HTJ2K -> pynetdicom SCU",
         "get_explicit": "C-GET, explicit VR LE (decode) -> getscu",
+        "move_jpegls": "C-MOVE, stored JPEG-LS -> storescp",
+        "get_jpegls": "C-GET, stored JPEG-LS -> getscu",
     }
     for kind, label in names.items():
         rows.append((label, f[f"{kind}_s"], f[f"{kind}_vs_baseline"]))

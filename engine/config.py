@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from engine.errors import ConfigError
+from engine.security import check_password_hash
 from engine.types import PROFILES
 
 ENV_PREFIX = "PACS_ENGINE_"
@@ -23,6 +24,7 @@ class StorageSettings:
     index_map_size_mb: int = 1024  # initial LMDB map size; it grows automatically when full
     workers: int = 0  # codec worker threads; 0 means one per core
     commit_batch: int = 64  # most instances one index write transaction commits
+    allow_delete: bool = False  # studies, series and instances may be deleted (CLI, DICOMweb DELETE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,10 @@ class DicomSettings:
     port: int = 11112
     max_pdu: int = 262_144  # large PDUs: measured 1.4x the throughput of pynetdicom's 16 KiB default
     allowed_calling_aes: tuple[str, ...] = ()  # empty: any calling AE title may associate
+    # Per service, on top of the above: empty means every AE that may associate; otherwise only these.
+    allowed_store_aes: tuple[str, ...] = ()  # C-STORE (others get 0x0124 Refused: Not authorized)
+    allowed_find_aes: tuple[str, ...] = ()  # C-FIND (0x0124)
+    allowed_retrieve_aes: tuple[str, ...] = ()  # C-GET (0x0124) and C-MOVE (its contexts are not accepted)
     # AE title -> "host:port" for C-MOVE destinations
     remote_aes: Mapping[str, str] = field(default_factory=dict)
 
@@ -43,11 +49,69 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Certificates for the listeners and the SCU commands. Relative paths are under the archive folder."""
+
+    cert_file: str = ""  # this node's certificate chain (PEM); with key_file, the listeners speak TLS
+    key_file: str = ""  # its private key (PEM, not encrypted)
+    client_ca_file: str = ""  # DIMSE listener: require client certificates signed by these CAs (mutual TLS)
+    ca_file: str = ""  # SCU commands with --tls: CAs the peer's certificate must chain to (empty: system's)
+    dicom: bool = True  # TLS on the DIMSE listener when cert_file is set
+    http: bool = True  # HTTPS for DICOMweb when cert_file is set
+
+    @property
+    def dicom_enabled(self) -> bool:
+        return bool(self.cert_file) and self.dicom
+
+    @property
+    def http_enabled(self) -> bool:
+        return bool(self.cert_file) and self.http
+
+
+DEFAULT_REALM = "pacs-engine"
+ROLES = ("read", "write")  # read: GET and HEAD; write: also POST (STOW-RS) and DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One DICOMweb client: a name for logs and the audit trail, its role, and its secret."""
+
+    name: str
+    role: str
+    secret: str  # a bearer token as given, or a password hash made by `pacs-engine hash-password`
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """DICOMweb authentication: [auth.tokens.NAME] token/role and [auth.users.NAME] password_hash/role.
+
+    With neither, DICOMweb is open to anyone who can reach it.
+    """
+
+    realm: str = DEFAULT_REALM
+    tokens: tuple[Credential, ...] = ()
+    users: tuple[Credential, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens or self.users)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    enabled: bool = True
+    path: str = ""  # JSON lines, one per event; empty means ARCHIVE/audit.log; relative paths are under ARCHIVE
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     archive: Path = Path("archive")
     storage: StorageSettings = field(default_factory=StorageSettings)
     dicom: DicomSettings = field(default_factory=DicomSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def index_path(self) -> Path:
@@ -57,8 +121,16 @@ class Settings:
     def pixels_path(self) -> str:
         return self.storage.pixels_url or str(self.archive / "pixels")
 
+    @property
+    def audit_path(self) -> Path | None:
+        """Where the audit trail goes, or None when [audit] enabled is false."""
+        if not self.audit.enabled:
+            return None
+        return self.archive / (self.audit.path or "audit.log")
 
-_S = TypeVar("_S", StorageSettings, DicomSettings, HttpSettings)
+
+_S = TypeVar("_S", StorageSettings, DicomSettings, HttpSettings, TlsSettings, AuditSettings)
+_SECTIONS = ("storage", "dicom", "http", "tls", "auth", "audit")
 
 
 def _coerce(section: str, key: str, default: object, value: object) -> object:
@@ -121,7 +193,7 @@ def load_settings(
     sections or keys, wrong types and invalid values.
     """
     archive_path = Path(archive) if archive is not None else Path("archive")
-    sections: dict[str, dict[str, object]] = {"storage": {}, "dicom": {}, "http": {}}
+    sections: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     path = Path(config_file) if config_file is not None else archive_path / "engine.toml"
     if config_file is not None and not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
@@ -133,7 +205,7 @@ def load_settings(
         remote = data.pop("remote_aes", None)
         for name, values in data.items():
             if name not in sections or not isinstance(values, dict):
-                raise ConfigError(f"{path}: unknown section [{name}]; known: storage, dicom, http, remote_aes")
+                raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(_SECTIONS)}, remote_aes")
             sections[name].update(values)
         if remote is not None:
             sections["dicom"]["remote_aes"] = remote
@@ -150,9 +222,90 @@ def load_settings(
         storage=_apply("storage", StorageSettings(), sections["storage"]),
         dicom=_apply("dicom", DicomSettings(), sections["dicom"]),
         http=_apply("http", HttpSettings(), sections["http"]),
+        tls=_under_archive(archive_path, _apply("tls", TlsSettings(), sections["tls"])),
+        auth=_auth_settings(sections["auth"]),
+        audit=_apply("audit", AuditSettings(), sections["audit"]),
     )
     _validate(settings)
+    _validate_security(settings)
     return settings
+
+
+def _under_archive(archive: Path, tls: TlsSettings) -> TlsSettings:
+    """Relative certificate paths resolved under the archive folder, where engine.toml lives."""
+    def under(value: str) -> str:
+        return str(archive / value) if value else ""
+
+    return replace(tls, cert_file=under(tls.cert_file), key_file=under(tls.key_file),
+                   client_ca_file=under(tls.client_ca_file), ca_file=under(tls.ca_file))
+
+
+def _credentials(kind: str, secret_key: str, table: object) -> tuple[Credential, ...]:
+    """[auth.KIND.NAME] tables, each with `secret_key` and role, as Credentials. Raises ConfigError."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[auth.{kind}] must be tables: [auth.{kind}.NAME] with {secret_key} and role")
+    out = []
+    for name, entry in table.items():
+        where = f"[auth.{kind}.{name}]"
+        if not isinstance(entry, Mapping) or set(entry) != {secret_key, "role"}:
+            raise ConfigError(f"{where} needs exactly {secret_key} and role")
+        secret, role = entry[secret_key], entry["role"]
+        if not isinstance(secret, str) or not isinstance(role, str):
+            raise ConfigError(f"{where} {secret_key} and role must be strings")
+        if role not in ROLES:
+            raise ConfigError(f"{where} role {role!r} is not one of {', '.join(ROLES)}")
+        out.append(Credential(str(name), role, secret))
+    return tuple(out)
+
+
+def _auth_settings(values: Mapping[str, object]) -> AuthSettings:
+    unknown = set(values) - {"realm", "tokens", "users"}
+    if unknown:
+        raise ConfigError(f"[auth] has no setting {sorted(unknown)[0]!r}; known: realm, tokens, users")
+    realm = values.get("realm", DEFAULT_REALM)
+    if not isinstance(realm, str) or not realm.isprintable() or '"' in realm or "\\" in realm:
+        raise ConfigError(f"[auth] realm {realm!r} must be printable text without quotes or backslashes")
+    return AuthSettings(
+        realm=realm,
+        tokens=_credentials("tokens", "token", values.get("tokens", {})),
+        users=_credentials("users", "password_hash", values.get("users", {})),
+    )
+
+
+MIN_TOKEN_LENGTH = 16  # a shorter bearer token can be guessed; `pacs-engine hash-password --new-token` makes 43
+
+
+def _validate_security(settings: Settings) -> None:
+    tls = settings.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("[tls] cert_file and key_file go together: give both or neither")
+    if tls.client_ca_file and not tls.cert_file:
+        raise ConfigError("[tls] client_ca_file needs cert_file and key_file (the listener must speak TLS)")
+    for name in ("cert_file", "key_file", "client_ca_file", "ca_file"):
+        value = getattr(tls, name)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"[tls] {name} {value} does not exist or is not a file")
+    tokens = [c.secret for c in settings.auth.tokens]
+    for credential in settings.auth.tokens:
+        if len(credential.secret) < MIN_TOKEN_LENGTH or not credential.secret.isascii() or not credential.secret.isprintable():
+            raise ConfigError(f"[auth.tokens.{credential.name}] token must be at least {MIN_TOKEN_LENGTH} printable "
+                              "ASCII characters")
+        if tokens.count(credential.secret) > 1:
+            raise ConfigError(f"[auth.tokens.{credential.name}] token is also given to another name")
+    for credential in settings.auth.users:
+        if ":" in credential.name or not credential.name.isprintable():
+            raise ConfigError(f"[auth.users.{credential.name}] a user name cannot hold ':' or control characters")
+        try:
+            check_password_hash(credential.secret)
+        except ValueError as exc:
+            raise ConfigError(f"[auth.users.{credential.name}] password_hash: {exc}") from exc
+    dicom = settings.dicom
+    if dicom.allowed_calling_aes:
+        for name in ("allowed_store_aes", "allowed_find_aes", "allowed_retrieve_aes"):
+            for title in getattr(dicom, name):
+                if title not in dicom.allowed_calling_aes:
+                    raise ConfigError(f"[dicom] {name} names {title!r}, which allowed_calling_aes does not let "
+                                      "associate at all")
 
 
 def _validate(settings: Settings) -> None:

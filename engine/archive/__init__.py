@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from engine.archive._archive import Archive, ArchiveInUseError, ArchiveStats
+from engine.archive._delete import DELETE_LEVELS, DeleteLevel, DeleteResult, DeletionDisabledError
 from engine.archive._ingest import IngestResult
 from engine.archive._retrieve import stored_syntax
 
-__all__ = ["Archive", "ArchiveInUseError", "ArchiveStats", "IngestResult", "stored_syntax"]
+__all__ = [
+    "DELETE_LEVELS",
+    "Archive",
+    "ArchiveInUseError",
+    "ArchiveStats",
+    "DeleteLevel",
+    "DeleteResult",
+    "DeletionDisabledError",
+    "IngestResult",
+    "stored_syntax",
+]

@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +14,7 @@ from types import TracebackType
 import numpy as np
 
 from engine import codecs, dicom
+from engine.archive._delete import DeleteLevel, Deleter, DeleteResult, DeletionDisabledError, check_level
 from engine.archive._ingest import Ingestor, IngestResult, parse
 from engine.archive._journal import Journal
 from engine.archive._receiver import Receiver
@@ -79,13 +81,17 @@ class Archive:
             self._ingestor: Ingestor | None = None
             self._receiver: Receiver | None = None
             self._journal: Journal | None = None
+            self._deleter: Deleter | None = None
+            self._needs_sweep = False  # pixel bytes of deleted instances are left: sweep at the next open
             if not readonly:
                 # The sweep reads every record: only worth it after a shutdown that was not clean.
                 clean = root / ".clean-shutdown"
                 if not clean.exists():
                     swept = sweep_orphans(self.index, self.pixels)
                     if swept:
-                        LOGGER.warning("removed %d orphaned pixel groups left by an interrupted ingest", swept)
+                        LOGGER.warning(
+                            "removed %d orphaned pixel groups left by an interrupted ingest or deletion", swept
+                        )
                 else:
                     clean.unlink()
                     _fsync_dir(root)
@@ -103,12 +109,17 @@ class Archive:
                 )
                 self._journal = Journal(root / "journal")
                 self._receiver = Receiver(
-                    self._ingestor, self._journal, settings.storage.workers, settings.storage.overwrite
-                )
+                    self._ingestor, self._journal, settings.storage.workers, settings.storage.overwrite,
+                    pixel_root=self.pixels.root,
+                )  # fmt: skip
                 unfinished = [s for s in self._journal.segments() if s != self._journal.current]
                 recovered = self._receiver.recover(unfinished)
                 if recovered:
                     LOGGER.warning("ingested %d acknowledged instances left in the receive journal", recovered)
+                self._deleter = Deleter(
+                    self.index, self._committer, self.pixels, self._ingestor, self._receiver, self._journal,
+                    on_leftover=self._leave_for_sweep,
+                )  # fmt: skip
         except BaseException:
             self._unlock()
             raise
@@ -155,7 +166,7 @@ class Archive:
             self._committer.close()
         if self._journal is not None:
             self._journal.close()
-        if not self.readonly:
+        if not self.readonly and not self._needs_sweep:
             # Everything is committed and the journal is empty: the next writer may skip the sweep.
             (self.settings.archive / ".clean-shutdown").touch()
             _fsync_dir(self.settings.archive)
@@ -200,15 +211,71 @@ class Archive:
             raise ClosedError("the archive is closed or open read-only")
         return self._receiver.accept(data, transfer_syntax_uid)
 
-    def wait_for_ingests(self) -> None:
-        """Wait until every instance acknowledged so far by `accept` is indexed (or failed, logged)."""
+    def wait_for_ingests(self, timeout: float | None = None) -> None:
+        """Wait until every instance acknowledged so far by `accept` is indexed (or failed, logged).
+
+        With `timeout`, return after that many seconds even if some are still being transcoded: a query
+        answered while a sender keeps the backlog full (the soak test measured 30-60 s to drain it).
+        """
         if self._receiver is not None:
-            self._receiver.wait()
+            self._receiver.wait(None, timeout)
 
     def ingest_file(self, path: Path | str) -> IngestResult:
         """Read a Part-10 file and ingest it; see `ingest`."""
         with open(path, "rb") as f:
             return self.ingest(f.read(), source=str(path))
+
+    def ingest_file_async(self, path: Path | str) -> Future[IngestResult]:
+        """Read, transcode and write a Part-10 file on this thread; the future resolves once it is durable.
+
+        For bulk imports: the calling thread goes on to the next file while the index commit (and its
+        fsync) is under way. Raises what `ingest` raises before the commit; the future holds the rest.
+        """
+        if self._ingestor is None or self._closed:
+            raise ClosedError("the archive is closed or open read-only")
+        with open(path, "rb") as f:
+            data = f.read()
+        return self._ingestor.ingest_async(parse(data, None))
+
+    # -- delete ---------------------------------------------------------------------------------------
+    def delete(
+        self, level: DeleteLevel | str, uid: str, *, study_uid: str | None = None, series_uid: str | None = None
+    ) -> DeleteResult:
+        """Remove a study, a series or an instance ("study", "series", "instance") and say what went.
+
+        `study_uid` / `series_uid` optionally name where the object must be (NotFoundError otherwise).
+        Crash-safe: after a kill at any moment each instance is either fully readable or absent from the
+        index, and pixel bytes left behind are removed by the sweep at the next open. Instances still
+        being transcoded from the network are waited for and deleted too. Raises DeletionDisabledError
+        unless [storage] allow_delete is on, NotFoundError, InvalidUIDError, ValueError (unknown level),
+        ClosedError (closed or read-only), StorageFullError.
+        """
+        if self._deleter is None or self._closed:
+            raise ClosedError("deleting needs the archive open for writing")
+        if not self.settings.storage.allow_delete:
+            raise DeletionDisabledError(
+                f"deletion is disabled for archive {self.settings.archive}: set allow_delete = true in its "
+                "[storage] settings (engine.toml) or PACS_ENGINE_STORAGE__ALLOW_DELETE=1"
+            )
+        for value, what in ((uid, "UID"), (study_uid, "Study Instance UID"), (series_uid, "Series Instance UID")):
+            if value is not None:
+                dicom.validate_uid(value, what)
+        return self._deleter.delete(check_level(level), uid, study_uid=study_uid, series_uid=series_uid)
+
+    def delete_study(self, study_uid: str) -> DeleteResult:
+        """Remove every instance of a study; see delete."""
+        return self.delete("study", study_uid)
+
+    def delete_series(self, series_uid: str) -> DeleteResult:
+        """Remove every instance of a series; see delete."""
+        return self.delete("series", series_uid)
+
+    def delete_instance(self, sop_uid: str) -> DeleteResult:
+        """Remove one instance; see delete."""
+        return self.delete("instance", sop_uid)
+
+    def _leave_for_sweep(self) -> None:
+        self._needs_sweep = True
 
     # -- retrieve -------------------------------------------------------------------------------------
     def _settled(self, sop_uid: str | None = None) -> None:

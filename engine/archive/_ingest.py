@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ from engine.errors import (
     NotFoundError,
     VerificationError,
 )
-from engine.index import GroupCommitter, Index, IndexEntry
+from engine.index import GroupCommitter, Index, IndexEntry, PutOutcome
 from engine.pixels import LocalPixelStore
 from engine.types import InstanceRecord, LevelInfo
 
@@ -70,14 +71,25 @@ class Ingestor:
         With `fallback`, pixel data that the profile's codec cannot store verified is kept with the
         general-purpose lossless codec instead of being refused: for instances already acknowledged.
         """
+        return self.ingest_async(parsed, fallback=fallback).result()
+
+    def ingest_async(self, parsed: dicom.ParsedInstance, *, fallback: bool = False) -> Future[IngestResult]:
+        """Transcode, verify and write `parsed` on this thread; the future resolves once it is committed.
+
+        What `ingest` would raise before the commit is raised here; what the commit raises is the
+        future's. A bulk import hands the next file to this thread instead of waiting for the fsync.
+        """
         dataset_bytes = received_size(parsed)
         digest = dataset_digest(parsed)
         sop = parsed.sop_instance_uid
-        with self.lock_for(sop):
+        lock = self.lock_for(sop)
+        lock.acquire()  # released when the commit is done (on the committer's thread) or on a failure
+        try:
             previous = self.existing(sop)
             if previous is not None:
                 if previous.digest == digest:
-                    return result_for(previous, "duplicate")
+                    lock.release()
+                    return _resolved(result_for(previous, "duplicate"))
                 if not self._overwrite:
                     raise conflict_error(sop)
             generation = previous.generation + 1 if previous is not None else 0
@@ -96,7 +108,32 @@ class Ingestor:
                 overwrite=self._overwrite,
             )
             try:
-                outcome = self._committer.submit(entry).result()
+                commit = self._committer.submit(entry)
+            except BaseException:
+                if written:
+                    self._pixels.delete_instance(sop, generation)
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        result: Future[IngestResult] = Future()
+        result.set_running_or_notify_cancel()
+        commit.add_done_callback(lambda done: self._finish(done, result, record, written, lock))
+        return result
+
+    def _finish(
+        self,
+        commit: Future[PutOutcome],
+        result: Future[IngestResult],
+        record: InstanceRecord,
+        written: bool,
+        lock: threading.Lock,
+    ) -> None:
+        """After the commit: drop chunks the index does not reference, release the SOP's lock, resolve."""
+        sop, generation = record.sop_instance_uid, record.generation
+        try:
+            try:
+                outcome = commit.result()
             except BaseException:
                 # The index is the source of truth: chunks it does not reference must not stay.
                 if written:
@@ -109,7 +146,13 @@ class Ingestor:
                 if written:
                     self._pixels.delete_instance(sop, generation)
                 raise CorruptDataError(f"index refused {sop}: {outcome.status}")
-            return result_for(record, outcome.status)
+            value = result_for(record, outcome.status)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's future
+            lock.release()
+            result.set_exception(exc)
+            return
+        lock.release()
+        result.set_result(value)
 
     def _write_pixels(
         self,
@@ -154,6 +197,12 @@ class Ingestor:
             layout=plan.layout if plan else "frames",
         )
         return record, plan is not None
+
+
+def _resolved(value: IngestResult) -> Future[IngestResult]:
+    future: Future[IngestResult] = Future()
+    future.set_result(value)
+    return future
 
 
 def parse(data: bytes | memoryview, transfer_syntax_uid: str | None) -> dicom.ParsedInstance:

@@ -29,6 +29,9 @@ LOGGER = logging.getLogger(__name__)
 _MAGIC = b"PEJ1"
 _HEAD = struct.Struct("<4sIQI")
 SEGMENT_BYTES = 256 << 20  # rotate after this much; a segment is deleted once all its records are indexed
+# A segment whose records are all indexed is swapped for a new one once it holds this much, so released
+# records stop taking disk space the instances need (on a small volume 256 MiB of them fill it).
+DRAINED_ROTATE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +121,25 @@ class Journal:
             self._outstanding[self._segment] = self._outstanding.get(self._segment, 0) + 1
             return Ticket(self._segment, self._written, data_offset, len(data))
 
+    def rotate(self) -> None:
+        """Start a new segment now if the current one holds records; the old one goes once all are released.
+
+        Deletion calls it so that no segment still on disk can replay a deleted instance at the next open.
+        """
+        # The sync lock first, as sync() takes them: its fdatasync must not run on a descriptor closed here.
+        with self._sync_lock, self._lock:
+            if self._written:
+                self._rotate()
+
     def _rotate(self) -> None:
         """Start a new segment (called with the lock held); the old one is synced before it is left."""
         os.fdatasync(self._fd)
+        segment = self._name(self._number + 1)
+        fd = self._open_segment(segment)  # first: if it fails (disk full), the old segment stays usable
         os.close(self._fd)
         old = self._segment
         self._number += 1
-        self._segment = self._name(self._number)
-        self._fd = self._open_segment(self._segment)
+        self._segment, self._fd = segment, fd
         self._written = self._synced = 0
         if not self._outstanding.get(old):
             self._delete(old)
@@ -138,7 +152,8 @@ class Journal:
                     raise self._failed
                 if ticket.segment != self._segment or self._synced >= ticket.end:
                     return  # rotation synced it, or another caller's fdatasync covered it
-                fd, target = self._fd, self._written
+                # A duplicate descriptor: a rotation may close the segment's own while this one syncs.
+                fd, target, segment = os.dup(self._fd), self._written, self._segment
             try:
                 os.fdatasync(fd)
             except OSError as exc:
@@ -147,8 +162,10 @@ class Journal:
                 with self._lock:
                     self._failed = _translate(exc)
                 raise self._failed from exc
+            finally:
+                os.close(fd)
             with self._lock:
-                if fd == self._fd:
+                if segment == self._segment:
                     self._synced = max(self._synced, target)
 
     def release(self, ticket: Ticket) -> None:
@@ -161,6 +178,15 @@ class Journal:
             self._outstanding.pop(ticket.segment, None)
             if ticket.segment != self._segment:
                 self._delete(ticket.segment)
+                return
+            drained = self._written >= DRAINED_ROTATE_BYTES
+        if drained:
+            with self._sync_lock, self._lock:  # in the order sync() takes them
+                if not self._outstanding.get(self._segment) and self._written >= DRAINED_ROTATE_BYTES:
+                    try:
+                        self._rotate()
+                    except OSError as exc:  # the record is indexed all the same; the next release retries
+                        LOGGER.warning("could not start a new receive journal segment: %s", exc)
 
     def _delete(self, segment: str) -> None:
         try:

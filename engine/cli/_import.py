@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -107,27 +108,44 @@ def collect(paths: Iterable[Path], outcome: ImportOutcome) -> list[Path]:
     return chosen
 
 
-def _ingest_one(archive: Archive, path: Path) -> IngestResult:
-    return archive.ingest_file(path)
+# Files handed to the index committer and not yet durable; each holds its record and header, not pixels.
+MAX_UNCOMMITTED = 256
 
 
 def ingest_all(archive: Archive, files: list[Path], jobs: int, outcome: ImportOutcome, progress: tqdm[None]) -> None:
-    """Ingest `files` with `jobs` threads; at most a few per thread in flight so memory stays bounded."""
-    pending: dict[Future[IngestResult], Path] = {}
+    """Ingest `files` with `jobs` threads, each going on to its next file while the last one commits.
+
+    Waiting for each commit's fsync would leave the cores idle; instead a file's outcome is recorded when
+    its commit future resolves. At most 2 files per thread are being transcoded and MAX_UNCOMMITTED
+    are waiting for their commit, so memory stays bounded.
+    """
+    working: dict[Future[Future[IngestResult]], Path] = {}
+    committing: dict[Future[IngestResult], Path] = {}
     queue = iter(files)
+    exhausted = False
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="import") as pool:
         while True:
-            for path in queue:
-                pending[pool.submit(_ingest_one, archive, path)] = path
-                if len(pending) >= 4 * jobs:
+            while not exhausted and len(working) < 2 * jobs and len(committing) < MAX_UNCOMMITTED:
+                path = next(queue, None)
+                if path is None:
+                    exhausted = True
                     break
-            if not pending:
+                working[pool.submit(archive.ingest_file_async, path)] = path
+            if not working and not committing:
                 return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            in_flight: list[Future[Any]] = [*working, *committing]
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                path = pending.pop(future)
-                _record(future, path, outcome)
-                progress.update(1)
+                if future in working:
+                    path = working.pop(future)
+                    try:
+                        committing[future.result()] = path
+                    except Exception:  # noqa: BLE001 - _record reads the same exception again and says why
+                        _record(future, path, outcome)
+                        progress.update(1)
+                else:
+                    _record(future, committing.pop(future), outcome)
+                    progress.update(1)
 
 
 def _record(future: Future[IngestResult], path: Path, outcome: ImportOutcome) -> None:

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -17,25 +18,17 @@ from engine.cli._common import EXIT_FAILURE, EXIT_OK, CliError, checked_uid, hum
     settings_from
 from engine.config import Settings
 from engine.errors import EngineError
-from engine.net import (
-    Outgoing,
-    Peer,
-    ScuOptions,
-    StoreResult,
-    TransferSummary,
-    preferred_syntaxes,
-    scu_echo,
-    scu_find,
-    scu_get,
-    scu_move,
-    scu_send,
-)
+from engine.security import client_ssl_context
+if TYPE_CHECKING:  # engine.net loads pynetdicom (~0.1 s): imported where a command runs, not at start-up
+    from engine.net import Outgoing, Peer, ScuOptions, StoreResult, TransferSummary
 
 UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 LEVELS = tuple(UNIQUE)
 
 
 def _peer(text: str) -> Peer:
+    from engine.net import Peer
+
     try:
         return Peer.parse(text)
     except EngineError as exc:
@@ -43,8 +36,15 @@ def _peer(text: str) -> Peer:
 
 
 def _options(args: argparse.Namespace) -> ScuOptions:
+    from engine.net import ScuOptions
+
     settings: Settings = settings_from(args)
-    return ScuOptions(calling_ae=args.aet or settings.dicom.ae_title, max_pdu=settings.dicom.max_pdu)
+    tls = None
+    if args.tls or args.tls_ca:
+        # Our own certificate goes along for peers that ask for one (mutual TLS); the peer's must verify.
+        tls = client_ssl_context(str(args.tls_ca or settings.tls.ca_file), settings.tls.cert_file,
+                                 settings.tls.key_file)
+    return ScuOptions(calling_ae=args.aet or settings.dicom.ae_title, max_pdu=settings.dicom.max_pdu, tls=tls)
 
 
 def _keys(pairs: list[str]) -> dict[str, str]:
@@ -60,6 +60,11 @@ def _keys(pairs: list[str]) -> dict[str, str]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aet", metavar="AE", help="our calling AE title (default: [dicom] ae_title)")
+    p.add_argument("--tls", action="store_true",
+                   help="associate over TLS: the peer's certificate must verify against [tls] ca_file (else the "
+                        "system's CAs) and name the host; [tls] cert_file/key_file are our client certificate")
+    p.add_argument("--tls-ca", type=Path, metavar="FILE", help="CA certificates (PEM) for --tls instead of [tls] "
+                                                               "ca_file; implies --tls")
 
 
 def _query_options(p: argparse.ArgumentParser) -> None:
@@ -114,6 +119,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def run_echo(args: argparse.Namespace) -> int:
+    from engine.net import scu_echo
+
     started = time.monotonic()
     status = scu_echo(args.peer, _options(args))
     sys.stdout.write(f"echo {args.peer}: status 0x{status:04X} in {(time.monotonic() - started) * 1000:.0f} ms\n")
@@ -134,6 +141,8 @@ def _files(paths: list[Path]) -> Iterator[Path]:
 
 
 def _file_item(path: Path) -> Outgoing:
+    from engine.net import Outgoing
+
     parsed = dicom.parse_part10(path.read_bytes())
 
     def read(syntax: str) -> bytes:
@@ -144,6 +153,8 @@ def _file_item(path: Path) -> Outgoing:
 
 
 def _study_items(archive: Archive, study: str) -> list[Outgoing]:
+    from engine.net import Outgoing, preferred_syntaxes
+
     items: list[Outgoing] = []
     for series in archive.series_uids(checked_uid(study, "study")):
         for sop in archive.instance_uids(series):
@@ -160,6 +171,8 @@ def _reader(archive: Archive, sop: str) -> Callable[[str], bytes]:
 
 
 def _send(args: argparse.Namespace, items: list[Outgoing]) -> int:
+    from engine.net import scu_send
+
     started = time.monotonic()
     with tqdm(total=len(items), unit="inst", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
         def progress(result: StoreResult, size: int) -> None:
@@ -206,6 +219,8 @@ def _report(verb: str, peer: Peer, summary: TransferSummary, seconds: float) -> 
 
 
 def run_find(args: argparse.Namespace) -> int:
+    from engine.net import scu_find
+
     keys = _keys(args.key)
     keys.setdefault(UNIQUE[args.level], "")
     matches = list(scu_find(args.peer, args.level, keys, model=args.model, options=_options(args)))
@@ -236,6 +251,8 @@ def _bar_updater(bar: tqdm[None]) -> Callable[[TransferSummary], None]:
 def _retrievals(args: argparse.Namespace, keys: dict[str, str]) -> list[dict[str, str]]:
     """Retrieve identifiers for the keys: as given when they name the level's unique key, else the matches of
     a C-FIND, grouped by parent (a retrieve may only name unique keys, one parent at a time)."""
+    from engine.net import scu_find
+
     unique = UNIQUE[args.level]
     if keys.get(unique, "").strip():
         return [keys]
@@ -251,6 +268,8 @@ def _retrievals(args: argparse.Namespace, keys: dict[str, str]) -> list[dict[str
 
 def _sop_classes(args: argparse.Namespace, keys: dict[str, str]) -> list[str]:
     """SOP classes of the instances a retrieve selects, asked with a C-FIND at IMAGE level ([] if refused)."""
+    from engine.net import scu_find
+
     image_keys = {**keys, "SOPClassUID": ""}
     try:
         return sorted({m.get("SOPClassUID", "") for m in scu_find(args.peer, "IMAGE", image_keys, model=args.model,
@@ -268,6 +287,8 @@ def _add(total: TransferSummary, part: TransferSummary) -> None:
 
 
 def run_get(args: argparse.Namespace) -> int:
+    from engine.net import TransferSummary, scu_get
+
     refused: list[str] = []
     started = time.monotonic()
     total = TransferSummary()
@@ -294,6 +315,8 @@ def run_get(args: argparse.Namespace) -> int:
 
 
 def run_move(args: argparse.Namespace) -> int:
+    from engine.net import TransferSummary, scu_move
+
     started = time.monotonic()
     summary = TransferSummary()
     for keys in _retrievals(args, _keys(args.key)):

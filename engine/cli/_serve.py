@@ -12,8 +12,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from engine.archive import Archive
+from engine.audit import AuditLog
 from engine.cli._common import EXIT_OK, open_archive
-from engine.net import DicomServer
+from engine.security import server_ssl_context
 
 if TYPE_CHECKING:  # imported when serving: starlette and uvicorn cost every other command 0.14 s
     from engine.web import WebServer
@@ -58,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         overrides = {"ae_title": args.ae_title, "port": args.dicom_port, "host": args.host}
-        with open_archive(args, readonly=False, dicom=overrides) as archive:
-            server = DicomServer(archive, archive.settings.dicom)
+        with open_archive(args, readonly=False, dicom=overrides) as archive, \
+                AuditLog.from_settings(archive.settings) as audit:
+            tls = archive.settings.tls
+            context = server_ssl_context(tls.cert_file, tls.key_file, tls.client_ca_file) if tls.dicom_enabled else None
+            from engine.net import DicomServer  # pynetdicom loads only for the command that listens
+
+            server = DicomServer(archive, archive.settings.dicom, ssl_context=context, audit=audit)
             host, port = server.start()
             try:
                 sys.stdout.write(
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                     f"archive={archive.settings.archive.resolve()}\n"
                 )
                 sys.stdout.flush()
-                web = _start_web(args, archive)
+                web = _start_web(args, archive, audit)
                 try:
                     stop.wait()
                 finally:
@@ -83,14 +89,20 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _start_web(args: argparse.Namespace, archive: Archive) -> WebServer | None:
+def _start_web(args: argparse.Namespace, archive: Archive, audit: AuditLog) -> WebServer | None:
     """Start DICOMweb when --http-port or [http] port asks for it; print its readiness line."""
-    http = archive.settings.http
+    settings = archive.settings
+    http = settings.http
     if args.http_port is None and not http.port:
         return None
     from engine.web import WebServer
 
-    web = WebServer(archive, args.host or http.host, http.port if args.http_port is None else args.http_port)
+    tls = settings.tls
+    if tls.http_enabled:
+        server_ssl_context(tls.cert_file, tls.key_file)  # a bad certificate is a ConfigError here, not in uvicorn
+    web = WebServer(archive, args.host or http.host, http.port if args.http_port is None else args.http_port,
+                    certfile=tls.cert_file if tls.http_enabled else "", keyfile=tls.key_file if tls.http_enabled else "",
+                    auth=settings.auth, audit=audit)
     host, port = web.start()
     sys.stdout.write(f"listening: http={host}:{port}\n")
     sys.stdout.flush()

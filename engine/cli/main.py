@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import __version__
-from engine.cli import _export, _import, _inspect, _ls, _scu, _serve
+from engine.cli import _bench, _delete, _export, _import, _inspect, _ls, _password, _scu, _serve
 from engine.cli._common import EXIT_FAILURE, EXIT_USAGE, configure_logging
 from engine.errors import ConfigError, EngineError
 
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     _ls.add_parser(subparsers, parent)
     _inspect.add_parsers(subparsers, parent)
     _scu.add_parsers(subparsers, parent)
+    _password.add_parser(subparsers, parent)
+    _delete.add_parser(subparsers, parent)
+    _bench.add_parser(subparsers, parent)
     return parser
 
 

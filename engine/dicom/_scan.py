@@ -15,6 +15,8 @@ FLOAT_PIXEL_DATA = 0x7FE00008
 DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00009
 PIXEL_TAGS = frozenset({PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA})
 _MAX_DEPTH = 32  # sequences nested deeper than any IOD defines are hostile input, not data
+_ITEM = {True: b"\xfe\xff\x00\xe0", False: b"\xff\xfe\xe0\x00"}  # (FFFE,E000) by byte order
+_SQ = {True: struct.unpack("<H", b"SQ")[0], False: struct.unpack(">H", b"SQ")[0]}  # VR "SQ" as the hot loop reads it
 
 # VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = frozenset(
@@ -104,6 +106,48 @@ def looks_explicit(buf: bytes | memoryview, offset: int) -> bool:
     return bytes(buf[offset + 4 : offset + 6]) in VALID_VRS
 
 
+class _TooDeep(InvalidDicomError):
+    """Sequences nested past _MAX_DEPTH: kept apart from misreadings so a tentative walk can tell them."""
+
+
+def _check_items(buf: bytes | memoryview, start: int, stop: int, codec: _Codec, depth: int) -> None:
+    """Refuse sequences nested past _MAX_DEPTH inside the defined-length value buf[start:stop].
+
+    The value is a sequence by its VR, or (implicit VR) only looks like one. Either way only the depth
+    is judged here: a value that does not read as items is left to the readers of that value, as the
+    scan has always left defined-length values alone. Deep nesting would otherwise be stored and then
+    break every reader that recurses (DICOM JSON, rendering) for the whole series.
+    """
+    if depth > _MAX_DEPTH:
+        raise _TooDeep(f"sequences nested more than {_MAX_DEPTH} deep at offset {start}")
+    try:
+        pos = start
+        while stop - pos >= 8:
+            group, element, length = codec.tag_length.unpack_from(buf, pos)
+            if group != 0xFFFE or element != 0xE000:
+                return
+            if length == UNDEFINED:
+                pos = _skip_elements(buf, pos + 8, stop, codec, depth)
+                continue
+            item_end = pos + 8 + length
+            if item_end > stop:
+                return
+            pos += 8
+            while pos < item_end:
+                tag, vr, value_offset, value_length = _header(buf, pos, item_end, codec)
+                pos = _value_end(buf, tag, vr, value_offset, value_length, item_end, codec, depth)
+    except _TooDeep:
+        raise
+    except InvalidDicomError:
+        return
+
+
+def _looks_like_sequence(buf: bytes | memoryview, vr: str, value_offset: int, length: int, codec: _Codec) -> bool:
+    if vr == "SQ":
+        return True
+    return not vr and length >= 8 and buf[value_offset : value_offset + 4] == _ITEM[codec.little]
+
+
 def _truncated(what: str, pos: int, need: int, have: int) -> InvalidDicomError:
     return InvalidDicomError(f"data set truncated: {what} at offset {pos} needs {need} bytes, {have} remain")
 
@@ -176,6 +220,8 @@ def _value_end(
             raise _truncated(
                 f"value of ({tag >> 16:04X},{tag & 0xFFFF:04X})", value_offset, length, end - value_offset
             )
+        if _looks_like_sequence(buf, vr, value_offset, length, codec):
+            _check_items(buf, value_offset, value_offset + length, codec, depth + 1)
         return value_offset + length
     if tag >> 16 == 0xFFFE:
         raise InvalidDicomError(
@@ -197,6 +243,8 @@ def scan_dataset(buf: bytes | memoryview, implicit: bool, little: bool, wanted: 
     long_vrs, short_vrs = codec.long_vrs, codec.short_vrs
     implicit_header = codec.tag_length.unpack_from
     u32 = codec.u32.unpack_from
+    sq = -1 if implicit else _SQ[little]
+    item = _ITEM[little]
     end = len(buf)
     pos = 0
     elements: dict[int, tuple[str, int, int]] = {}
@@ -241,6 +289,8 @@ def scan_dataset(buf: bytes | memoryview, implicit: bool, little: bool, wanted: 
         if tag in wanted:
             elements[tag] = (_vr_text(buf, pos, vr), value_offset, length)
         if length != UNDEFINED and length <= end - value_offset:
+            if vr == sq or (implicit and length >= 8 and buf[value_offset : value_offset + 4] == item):
+                _check_items(buf, value_offset, value_offset + length, codec, 1)
             pos = value_offset + length
         else:
             pos = _value_end(buf, tag, _vr_text(buf, pos, vr), value_offset, length, end, codec, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 
 import lmdb
@@ -18,6 +19,7 @@ LOGGER = logging.getLogger(__name__)
 MAX_READERS = 1024
 MAX_MAP_SIZE = 1 << 44  # 16 TiB: far beyond any index; growth past it means something is wrong
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+NEARLY_FULL_BYTES = 1 << 20  # less free space than this on the index's volume: an EIO from a write is ENOSPC
 
 
 def open_env(path: Path, map_size: int, readonly: bool) -> lmdb.Environment:
@@ -71,13 +73,26 @@ def grow(env: lmdb.Environment, path: Path) -> int:
     return new
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether an LMDB or OS error means the volume (or quota) is out of space."""
+def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
+    """Whether an LMDB or OS error means the volume (or quota) is out of space.
+
+    LMDB turns a short write into EIO (mdb_page_flush: "short write"), which is what a write that runs
+    into a full volume gets: an EIO while the volume holding `path` has next to no space left is one.
+    """
     if isinstance(exc, lmdb.DiskError):
         return True
     if isinstance(exc, lmdb.Error):
-        return getattr(exc, "code", 0) in _DISK_FULL_ERRNOS
+        code = getattr(exc, "code", 0)
+        return code in _DISK_FULL_ERRNOS or (code == errno.EIO and path is not None and _nearly_full(path))
     return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
 
 
 def storage_full(path: Path, exc: BaseException) -> StorageFullError:

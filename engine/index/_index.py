@@ -111,7 +111,7 @@ class Index:
                 except lmdb.MapFullError:
                     pass  # the transaction is aborted; grow with no transaction of ours open, then rerun
                 except (lmdb.Error, OSError) as exc:
-                    if _env.is_disk_full(exc):
+                    if _env.is_disk_full(exc, self.path):
                         raise _env.storage_full(self.path, exc) from exc
                     raise
                 with self._gate.exclusive():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,12 +103,13 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class ScuOptions:
-    """How this side associates: its calling AE title, maximum PDU and timeouts."""
+    """How this side associates: its calling AE title, maximum PDU, timeouts, and TLS when `tls` is given."""
 
     calling_ae: str = "PACS_ENGINE"
     max_pdu: int = 262_144
     timeout: float = 30.0  # ACSE and connection timeout
     dimse_timeout: float | None = 600.0  # a peer computing a large query may take long
+    tls: ssl.SSLContext | None = None  # engine.security.client_ssl_context: verifies the peer's certificate
 
 
 @dataclass(slots=True)
@@ -130,16 +132,30 @@ def _associate(peer: Peer, options: ScuOptions, contexts: Sequence[PresentationC
     ae.connection_timeout = options.timeout
     ae.dimse_timeout = options.dimse_timeout
     ae.maximum_pdu_size = options.max_pdu
+    opened: list[Any] = []
+
+    def remember(event: Any) -> None:
+        transport = event.assoc.dul.socket
+        if transport is not None and transport.socket is not None:
+            opened.append(transport.socket)
+
     with warnings.catch_warnings():
         # pynetdicom 3.0.4 drops the socket of a refused TCP connection without closing it (its shutdown
         # raises first); the interpreter closes it with a ResourceWarning, which says nothing to an operator.
         warnings.simplefilter("ignore", ResourceWarning)
         assoc = ae.associate(peer.host, peer.port, contexts=list(contexts), ae_title=peer.ae_title,
                              max_pdu=options.max_pdu, ext_neg=list(ext_neg) or None,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay), *handlers])
+                             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_CONN_OPEN, remember),
+                                           *handlers],
+                             tls_args=(options.tls, peer.host) if options.tls is not None else None)
     if not assoc.is_established:
+        for sock in opened:  # the same leak after a connection that opened (e.g. a TLS peer that refused us)
+            sock.close()
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-        raise ScuError(f"association with {peer} {reason} (is the AE title right, and are we allowed?)")
+        hint = ("is the AE title right, and are we allowed?" if assoc.is_rejected else
+                "does the peer speak TLS, and does its certificate verify?" if options.tls is not None else
+                "is the address right, and does the peer need TLS (--tls)?")
+        raise ScuError(f"association with {peer} {reason} ({hint})")
     return assoc
 
 

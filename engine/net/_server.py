@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -15,11 +16,14 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from engine.audit import AuditLog
 from engine.config import DicomSettings
 from engine.errors import EngineError, InvalidDicomError
+from engine.net._access import STORE, ServiceAccess
 from engine.net._contexts import supported_contexts
 from engine.net._qr import QueryRetrieveService, QueryRetrieveTarget
 from engine.net._status import SUCCESS, status_dataset, store_status
+from engine.net._tls import start_tls_server
 
 if TYPE_CHECKING:
     from engine.archive import IngestResult
@@ -66,12 +70,18 @@ class DicomServer:
     transfer syntaxes; one thread per association. A C-STORE is answered with success only after the
     archive has made the instance durable; refusals carry a status from STORE_STATUS_TABLE and the
     reason in Error Comment.
+
+    `ssl_context` (engine.security.server_ssl_context) makes it a TLS listener; `audit` receives one line per
+    C-STORE, C-FIND, C-GET and C-MOVE and per refused association or request (see engine.net._access).
     """
 
-    def __init__(self, archive: StoreTarget, settings: DicomSettings, *, max_associations: int = 32) -> None:
+    def __init__(self, archive: StoreTarget, settings: DicomSettings, *, max_associations: int = 32,
+                 ssl_context: ssl.SSLContext | None = None, audit: AuditLog | None = None) -> None:
         self._archive = archive
         self._settings = settings
         self._max_associations = max_associations
+        self._ssl_context = ssl_context
+        self._access = ServiceAccess(settings, audit or AuditLog(None), _peer, self._services)
         self._server: ThreadedAssociationServer | None = None
         self._tallies: dict[int, _Tally] = {}
         self._lock = threading.Lock()
@@ -99,6 +109,7 @@ class DicomServer:
         query_retrieve = _is_query_retrieve_target(self._archive)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
+            (evt.EVT_REQUESTED, self._access.on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
@@ -114,21 +125,24 @@ class DicomServer:
                 self._settings.max_pdu,
                 self._count_service,
             )
-            handlers.extend(qr.handlers())
-        server = ae.start_server(
-            (self._settings.host, self._settings.port),
-            block=False,
-            evt_handlers=handlers,
-            contexts=supported_contexts(query_retrieve),
-        )
+            handlers.extend(self._access.guard(qr.handlers()))
+        address = (self._settings.host, self._settings.port)
+        server: ThreadedAssociationServer | None
+        if self._ssl_context is not None:
+            server = start_tls_server(ae, address, self._ssl_context, handlers,
+                                      supported_contexts(query_retrieve), self._on_tls_failure)
+        else:
+            server = ae.start_server(address, block=False, evt_handlers=handlers,
+                                     contexts=supported_contexts(query_retrieve))
         assert server is not None  # block=False always returns the server
         self._server = server
         host, port = self.address
         LOGGER.info(
-            "DICOM listener %s on %s:%d (max PDU %d, %s)",
+            "DICOM listener %s on %s:%d (%smax PDU %d, %s)",
             self._settings.ae_title,
             host,
             port,
+            "TLS, " if self._ssl_context is not None else "",
             self._settings.max_pdu,
             "calling AEs " + ", ".join(self._settings.allowed_calling_aes)
             if self._settings.allowed_calling_aes
@@ -182,6 +196,11 @@ class DicomServer:
         else:
             reason = f"too many associations (limit {self._max_associations})"
         LOGGER.warning("association from %s at %s rejected: %s", calling_ae, address, reason)
+        self._access.audit.record("association", who=calling_ae, where=address, outcome="refused", reason=reason)
+
+    def _on_tls_failure(self, address: str, reason: str) -> None:
+        self._access.audit.record("association", who="unknown", where=address, outcome="refused",
+                                  reason=f"TLS handshake failed: {reason}")
 
     def _on_ended(self, event: Event, outcome: str) -> None:
         with self._lock:
@@ -208,6 +227,11 @@ class DicomServer:
             "".join(f", {what} {n}" for what, n in sorted(tally.services.items())),
         )
 
+    def _services(self, event: Event) -> Counter[str] | None:
+        with self._lock:
+            tally = self._tallies.get(id(event.assoc))
+        return tally.services if tally is not None else None
+
     def _count_service(self, event: Event, what: str, n: int) -> None:
         with self._lock:
             tally = self._tallies.get(id(event.assoc))
@@ -220,6 +244,10 @@ class DicomServer:
         calling_ae, address = _peer(event)
         with self._lock:
             tally = self._tallies.get(id(event.assoc))
+        if not self._access.allows(STORE, calling_ae):
+            if tally is not None:
+                tally.refused += 1
+            return self._access.refusal(STORE, calling_ae, address, "C-STORE")
         try:
             if request.DataSet is None:
                 raise InvalidDicomError("the C-STORE request carries no data set")
@@ -243,9 +271,14 @@ class DicomServer:
                 )
             if tally is not None:
                 tally.refused += 1
+            self._access.audit.record("C-STORE", who=calling_ae, where=address, outcome="failure",
+                                      status=status.code, sop=sop_uid, reason=reason)
             return status_dataset(status.code, reason)
         if tally is not None:
             _count(tally, result.status)
+        self._access.audit.record("C-STORE", who=calling_ae, where=address, outcome="success", status=SUCCESS,
+                                  studies=[result.study_instance_uid], sop=result.sop_instance_uid,
+                                  result=result.status)
         if result.sop_instance_uid != sop_uid:
             LOGGER.warning(
                 "C-STORE from %s at %s: request names SOP instance %s, data set holds %s (stored as the latter)",

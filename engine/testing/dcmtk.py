@@ -205,6 +205,7 @@ def run_storescu(
                     command,
                     capture_output=True,
                     text=True,
+                    errors="replace",  # storescu echoes bytes of malformed files in its messages
                     timeout=timeout,
                     check=False,
                 )

@@ -12,14 +12,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine.archive import Archive
+from engine.audit import AuditLog
+from engine.config import AuthSettings
 from engine.errors import EngineError
-from engine.web import _frames, _qido, _rendered, _stow, _wado
+from engine.web import _delete, _frames, _qido, _rendered, _stow, _wado
+from engine.web._auth import AccessMiddleware, Authenticator
 from engine.web._context import WebContext
 from engine.web._errors import error_response
 from engine.web._viewer import viewer_routes
 
 EXPOSED_HEADERS = ("Content-Range", "Content-Type", "Content-Length", "Content-Location", "ETag", "Warning",
-                   "Accept-Ranges", "X-Level-Prefixes")  # fmt: skip
+                   "Accept-Ranges", "X-Level-Prefixes", "WWW-Authenticate")  # fmt: skip
 _STUDY = "/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
 _INSTANCE = _SERIES + "/instances/{sop}"
@@ -47,13 +50,19 @@ class _Handlers:
         [study] = _path(request, "study")
         if request.method == "POST":
             return await _stow.store(request, self.ctx, study)
+        if request.method == "DELETE":
+            return await _delete.delete(request, self.ctx, "study", study)
         return await _wado.retrieve_instances(request, self.ctx, await _wado.sops_of(self.ctx, study))
 
     async def series(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            return await _delete.delete(request, self.ctx, "series", *_path(request, "study", "series"))
         sops = await _wado.sops_of(self.ctx, *_path(request, "study", "series"))
         return await _wado.retrieve_instances(request, self.ctx, sops)
 
     async def instance(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            return await _delete.delete(request, self.ctx, "instance", *_path(request, "study", "series", "sop"))
         record = await _wado.instance_record(self.ctx, *_path(request, "study", "series", "sop"))
         return await _wado.retrieve_instances(request, self.ctx, [record.sop_instance_uid])
 
@@ -105,17 +114,17 @@ class _Handlers:
             Route("/studies", self.studies, methods=["GET", "POST"]),
             Route("/series", self.search("SERIES")),
             Route("/instances", self.search("IMAGE")),
-            Route(_STUDY, self.study, methods=["GET", "POST"]),
+            Route(_STUDY, self.study, methods=["GET", "POST", "DELETE"]),
             Route(_STUDY + "/metadata", self.study_metadata),
             Route(_STUDY + "/thumbnail", self.study_thumbnail),
             Route(_STUDY + "/series", self.search("SERIES", "study")),
             Route(_STUDY + "/instances", self.search("IMAGE", "study")),
-            Route(_SERIES, self.series),
+            Route(_SERIES, self.series, methods=["GET", "DELETE"]),
             Route(_SERIES + "/metadata", self.series_metadata),
             Route(_SERIES + "/thumbnail", self.series_thumbnail),
             Route(_SERIES + "/frames", self.series_frames),
             Route(_SERIES + "/instances", self.search("IMAGE", "study", "series")),
-            Route(_INSTANCE, self.instance),
+            Route(_INSTANCE, self.instance, methods=["GET", "DELETE"]),
             Route(_INSTANCE + "/metadata", self.instance_metadata),
             Route(_INSTANCE + "/rendered", self.rendered(thumbnail=False)),
             Route(_INSTANCE + "/thumbnail", self.rendered(thumbnail=True)),
@@ -126,11 +135,13 @@ class _Handlers:
         ]
 
 
-def create_app(archive: Archive, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(archive: Archive, extra_routes: Sequence[BaseRoute] = (), *, auth: AuthSettings | None = None,
+               audit: AuditLog | None = None) -> Starlette:
     """The DICOMweb service of `archive` at the root path, with the viewer page at `/`; `extra_routes` come first.
 
     Every response carries CORS headers for any origin; preflight OPTIONS requests are answered.
-    Errors become statuses through the one table of engine.web._errors.
+    Errors become statuses through the one table of engine.web._errors. With tokens or users in `auth`,
+    requests need credentials (engine.web._auth); every request is written to `audit`.
     """
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -139,15 +150,18 @@ def create_app(archive: Archive, extra_routes: Sequence[BaseRoute] = ()) -> Star
     cors = Middleware(
         CORSMiddleware,
         allow_origins=["*"],
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=list(EXPOSED_HEADERS),
         max_age=600,
     )
+    authenticator = Authenticator(auth) if auth is not None and auth.enabled else None
+    # Inside CORS: preflights are answered before credentials are asked for, and 401s carry CORS headers.
+    access = Middleware(AccessMiddleware, authenticator=authenticator, audit=audit or AuditLog(None))
     ctx = WebContext(archive)
     app = Starlette(
         routes=[*extra_routes, *viewer_routes(), *_Handlers(ctx).routes()],
-        middleware=[cors],
+        middleware=[cors, access],
         exception_handlers={EngineError: on_error},
     )
     app.state.web = ctx

@@ -25,6 +25,10 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 GZIP_MIN_BYTES = 1024  # below this gzip's header costs more than it saves
+# Longest a query or listing waits for instances acknowledged by C-STORE / STOW-RS and still being
+# transcoded (reads of one instance wait for it in full). The soak test (8 storescu loops, 2 cores)
+# keeps ~2000 pending: queries that waited for all of them took 30-60 s.
+BROWSE_WAIT_SECONDS = 5.0
 _GZIP_LEVEL = 5  # measured on 300-instance CT series metadata: 1020 kB -> 25 kB
 
 

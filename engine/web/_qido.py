@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from engine.dicom import QUERY_ELEMENTS
 from engine.index import find
-from engine.web._context import Encoded, WebContext, accepts_gzip, base_url, encode_json, json_response, make_etag, uid
+from engine.web._context import BROWSE_WAIT_SECONDS, Encoded, WebContext, accepts_gzip, base_url, encode_json, json_response, make_etag, uid
 from engine.web._errors import HttpError
 from engine.web._media import DICOM_JSON, choose, parse_accept
 
@@ -147,7 +147,7 @@ async def search(request: Request, ctx: WebContext, level: str, scope: Mapping[s
     if fuzzy not in ("true", "false"):
         raise HttpError(400, f"fuzzymatching={fuzzy!r} is not true or false")
     base = base_url(request)
-    await ctx.run(ctx.archive.wait_for_ingests)
+    await ctx.run(ctx.archive.wait_for_ingests, BROWSE_WAIT_SECONDS)
 
     columns = _columns(fields)
     compress = accepts_gzip(request)

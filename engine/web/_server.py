@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -13,6 +14,8 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from engine.archive import Archive
+from engine.audit import AuditLog
+from engine.config import AuthSettings
 from engine.errors import EngineError
 from engine.web._app import create_app
 
@@ -21,15 +24,33 @@ LOGGER = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 30.0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or "localhost") only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class WebServer:
-    """DICOMweb over HTTP/1.1 for one archive; `start()` returns once connections are accepted."""
+    """DICOMweb over HTTP/1.1 for one archive; `start()` returns once connections are accepted.
+
+    HTTPS when `certfile` and `keyfile` are given (PEM); credentials and roles from `auth`; one audit line
+    per request in `audit` (see engine.web._auth).
+    """
 
     def __init__(
-        self, archive: Archive, host: str = "127.0.0.1", port: int = 0, extra_routes: Sequence[BaseRoute] = ()
+        self, archive: Archive, host: str = "127.0.0.1", port: int = 0, extra_routes: Sequence[BaseRoute] = (),
+        *, certfile: str = "", keyfile: str = "", auth: AuthSettings | None = None, audit: AuditLog | None = None,
     ) -> None:
-        self._app = create_app(archive, extra_routes)
+        self._app = create_app(archive, extra_routes, auth=auth, audit=audit)
         self._host = host
         self._port = port
+        self._certfile = certfile
+        self._keyfile = keyfile
+        self._open = auth is None or not auth.enabled
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -59,7 +80,8 @@ class WebServer:
         sock.set_inheritable(True)
         self._socket = sock
         config = uvicorn.Config(
-            self._app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+            self._app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            ssl_certfile=self._certfile or None, ssl_keyfile=self._keyfile or None,
         )
         server = uvicorn.Server(config)
         self._server = server
@@ -73,7 +95,13 @@ class WebServer:
                 raise EngineError(f"the DICOMweb server did not start within {START_TIMEOUT_SECONDS:.0f} s")
             self._thread.join(0.01)  # wakes as soon as uvicorn fails; otherwise polls its started flag
         host, port = sock.getsockname()[:2]
-        LOGGER.info("DICOMweb listening on %s:%d", host, port)
+        LOGGER.info("DICOMweb listening on %s://%s:%d", "https" if self._certfile else "http", host, port)
+        if self._open and not is_loopback(str(host)):
+            LOGGER.warning("DICOMweb on %s:%d is open to anyone who can reach it: no [auth] tokens or users are "
+                           "configured", host, port)
+        elif not self._certfile and not is_loopback(str(host)):
+            LOGGER.warning("DICOMweb on %s:%d takes credentials over plain HTTP, readable on the network: "
+                           "set [tls] cert_file and key_file", host, port)
         return str(host), int(port)
 
     def stop(self, timeout: float = 10.0) -> None:

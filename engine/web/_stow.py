@@ -1,7 +1,8 @@
 """STOW-RS: multipart/related application/dicom bodies, each part ingested as it arrives (as C-STORE is).
 
 Response statuses (PS3.18 10.5.3): 200 when every instance was stored, 202 when some were stored and
-others failed or carry warnings, 409 when none was stored; 400 for a malformed multipart body, 415
+others failed or carry warnings, 409 when none was stored (507 when all were refused for lack of space,
+503 while the archive shuts down); 400 for a malformed multipart body, 415
 for a body that is not multipart/related of application/dicom. The body is the PS3.18 response data
 set in DICOM JSON: ReferencedSOPSequence (stored), FailedSOPSequence (with FailureReason from the one
 error table in engine.web._errors) and RetrieveURL.
@@ -39,6 +40,7 @@ class Outcome:
     series_instance_uid: str
     failure_reason: int = 0  # 0 stored
     message: str = ""
+    http_status: int = 0  # what the error table maps the failure to (0 stored)
 
 
 def _store(ctx: WebContext, data: bytes, study: str | None) -> Outcome:
@@ -46,7 +48,7 @@ def _store(ctx: WebContext, data: bytes, study: str | None) -> Outcome:
     try:
         parsed = dicom.parse_part10(data)
     except EngineError as exc:
-        return Outcome("", "", "", "", http_status(exc).failure_reason, str(exc))
+        return Outcome("", "", "", "", http_status(exc).failure_reason, str(exc), http_status(exc).status)
     ids = (parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_instance_uid, parsed.series_instance_uid)
     if study is not None and parsed.study_instance_uid != study:
         message = f"instance {parsed.sop_instance_uid} belongs to study {parsed.study_instance_uid}, not {study}"
@@ -54,7 +56,7 @@ def _store(ctx: WebContext, data: bytes, study: str | None) -> Outcome:
     try:
         ctx.archive.accept(data)
     except EngineError as exc:
-        return Outcome(*ids, http_status(exc).failure_reason, str(exc))
+        return Outcome(*ids, http_status(exc).failure_reason, str(exc), http_status(exc).status)
     return Outcome(*ids)
 
 
@@ -106,6 +108,14 @@ def _item(o: Outcome, base: str | None) -> dict[str, Any]:
     return item
 
 
+def _nothing_stored(outcomes: list[Outcome]) -> int:
+    """409, or 507 / 503 when every part was refused for want of space (or by a closing archive), so a
+    client can tell "try again later" from "this data is wrong".
+    """
+    statuses = {o.http_status for o in outcomes}
+    return statuses.pop() if len(statuses) == 1 and min(statuses) in (503, 507) else 409
+
+
 async def store(request: Request, ctx: WebContext, study: str | None) -> Response:
     """Store every part of the body; parts are ingested one by one while the body is still arriving."""
     if study is not None:
@@ -124,6 +134,6 @@ async def store(request: Request, ctx: WebContext, study: str | None) -> Respons
     if not outcomes:
         raise HttpError(400, "malformed multipart: the body has no parts")
     stored = sum(1 for o in outcomes if not o.failure_reason)
-    status = 200 if stored == len(outcomes) else 202 if stored else 409
+    status = 200 if stored == len(outcomes) else 202 if stored else _nothing_stored(outcomes)
     body = json.dumps(_response_json(base_url(request), outcomes, study)).encode()
     return Response(body, status_code=status, media_type=DICOM_JSON)

@@ -28,7 +28,7 @@ from engine.testing.corpus import corpus_files, corpus_problem
 from engine.testing.dcmtk import StoreSCP, run_storescu
 from engine.types import DEFLATED_EXPLICIT_VR_LE, LOSSLESS_ENCAPSULATED_SYNTAXES
 
-pytestmark = [pytest.mark.dcmtk, pytest.mark.slow]
+pytestmark = [pytest.mark.dcmtk]
 
 _SENDING = re.compile(r"I: Sending file: (.*)")
 _STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")

@@ -1,10 +1,14 @@
 // The pacs-engine viewer: QIDO studies -> series -> images, low resolution first, window/level on raw values.
 // State for tests and debugging: window.viewer.draws records every draw in order; lastFrame holds the raw
 // values of the last full-resolution (level 0) frame drawn.
+// Credentials, when the archive asks for them (401): a bearer token from the URL fragment (#token=...), or
+// typed into the sign-in form (token, or user name and password for Basic). Every request then carries
+// them in an Authorization header; they stay in this tab's sessionStorage and leave the address bar at once.
 "use strict";
 
 const PREVIEW_LEVEL = 2;
 const DICOM_JSON = "application/dicom+json";
+const AUTH_KEY = "pacs-engine.authorization";
 
 const viewer = {
   draws: [],          // {sop, level, width, height, checksum} of every draw, in order
@@ -14,6 +18,7 @@ const viewer = {
   center: null,       // window center and width, in rescaled (modality) units
   width: null,
   errors: [],         // messages of failed requests, newest last
+  signInShown: false, // the archive answered 401 and the sign-in form was shown
   study: null,
   series: null,
 };
@@ -41,13 +46,64 @@ function setStatus(message) {
   document.getElementById("status").textContent = message;
 }
 
-function fail(message) {
+function fail(error) {
+  if (error instanceof SignInNeeded) return;  // the sign-in form says it; not an error of the archive
+  const message = String(error);
   viewer.errors.push(message);
   setStatus(message);
 }
 
+function takeTokenFromFragment() {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const token = fragment.get("token");
+  if (!token) return;
+  sessionStorage.setItem(AUTH_KEY, `Bearer ${token}`);
+  // The fragment never reaches a server, but it would stay in the history and in shared links.
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+}
+
+class SignInNeeded extends Error {}
+
+// fetch with the stored credentials. credentials "omit": a Basic challenge would make the browser open
+// its own login dialog in front of the page (or, headless, wait on it); the page's form is the one place
+// that asks, and its credentials travel in the Authorization header only.
+async function request(url, accept) {
+  const headers = {Accept: accept};
+  const authorization = sessionStorage.getItem(AUTH_KEY);
+  if (authorization) headers.Authorization = authorization;
+  const response = await fetch(url, {headers, credentials: "omit"});
+  if (response.status === 401) {
+    showSignIn(authorization ? "Those credentials were not accepted." : "This archive needs credentials.");
+    throw new SignInNeeded(`${url}: HTTP 401`);
+  }
+  return response;
+}
+
+function showSignIn(message) {
+  viewer.signInShown = true;
+  document.getElementById("signin-message").textContent = message;
+  document.getElementById("signin").hidden = false;
+}
+
+function utf8Base64(text) {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+}
+
+document.getElementById("signin").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = document.getElementById("signin-token").value.trim();
+  const user = document.getElementById("signin-user").value;
+  const password = document.getElementById("signin-password").value;
+  if (token) sessionStorage.setItem(AUTH_KEY, `Bearer ${token}`);
+  else if (user) sessionStorage.setItem(AUTH_KEY, `Basic ${utf8Base64(`${user}:${password}`)}`);
+  else return;
+  document.getElementById("signin-password").value = "";
+  document.getElementById("signin").hidden = true;
+  start();
+});
+
 async function getJson(url) {
-  const response = await fetch(url, {headers: {Accept: DICOM_JSON}});
+  const response = await request(url, DICOM_JSON);
   if (response.status === 204) return [];
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return response.json();
@@ -60,7 +116,7 @@ function listItem(list, label, uid, onClick) {
   li.addEventListener("click", () => {
     for (const other of list.children) other.classList.remove("selected");
     li.classList.add("selected");
-    onClick().catch((error) => fail(String(error)));
+    onClick().catch((error) => fail(error));
   });
   list.appendChild(li);
 }
@@ -146,7 +202,7 @@ function parseFrame(instance, level, buffer) {
 }
 
 async function fetchFrame(instance, level) {
-  const response = await fetch(frameUrl(instance, level), {headers: {Accept: "application/octet-stream"}});
+  const response = await request(frameUrl(instance, level), "application/octet-stream");
   if (!response.ok) throw new Error(`frame of ${instance.sop} level ${level}: HTTP ${response.status}`);
   return parseFrame(instance, level, await response.arrayBuffer());
 }
@@ -239,7 +295,7 @@ async function show(index) {
       const preview = await fetchFrame(instance, previewLevel);
       if (token === showToken) draw(instance, previewLevel, preview);
     } catch (error) {
-      fail(String(error));  // no preview: the full frame still follows
+      fail(error);  // no preview: the full frame still follows
     }
   }
   const frame = await full;
@@ -253,7 +309,7 @@ async function show(index) {
 function step(delta) {
   if (!viewer.instances.length) return;
   const next = Math.min(viewer.instances.length - 1, Math.max(0, viewer.index + delta));
-  if (next !== viewer.index) show(next).catch((error) => fail(String(error)));
+  if (next !== viewer.index) show(next).catch((error) => fail(error));
 }
 
 function setWindow(center, width) {
@@ -294,4 +350,9 @@ for (const id of ["wc", "ww"]) {
   });
 }
 
-loadStudies().catch((error) => fail(String(error)));
+function start() {
+  loadStudies().catch(fail);
+}
+
+takeTokenFromFragment();
+start();
