@@ -21,6 +21,7 @@ from typing import IO
 from engine.testing.dcmtk import LOOPBACK, free_port, port_bound
 
 READY = re.compile(r"listening: dicom=(?P<host>[^\s:]+):(?P<port>\d+) ae=(?P<ae>\S+)")
+HTTP_READY = re.compile(r"listening: http=(?P<host>[^\s:]+):(?P<port>\d+)")
 AE_TITLE = "PACS_ENGINE"
 
 
@@ -36,6 +37,10 @@ class ServerHandle:
         self.ae_title = ae_title
         self.log_path = log_path
         self.ready = threading.Event()
+        # DICOMweb starts after the DICOM listener: with --http-port, ready means both are listening.
+        self.wants_http = False
+        self.http_port: int | None = None  # from the server's own readiness line (it may be ephemeral)
+        self.http_ready = threading.Event()
         self._reader: threading.Thread | None = None
 
     @property
@@ -48,9 +53,14 @@ class ServerHandle:
             for line in iter(stream.readline, b""):
                 log.write(line)
                 log.flush()
-                match = READY.search(line.decode("utf-8", "replace"))
+                text = line.decode("utf-8", "replace")
+                match = READY.search(text)
                 if match and int(match["port"]) == self.port:
                     self.ready.set()
+                http = HTTP_READY.search(text)
+                if http:
+                    self.http_port = int(http["port"])
+                    self.http_ready.set()
 
     def start_reader(self) -> None:
         assert self.process.stdout is not None
@@ -72,7 +82,8 @@ class ServerHandle:
         thread in the server until its ACSE timeout.
         """
         deadline = time.monotonic() + timeout
-        while not (self.ready.is_set() and port_bound(self.host, self.port)):
+        while not (self.ready.is_set() and port_bound(self.host, self.port)
+                   and (self.http_ready.is_set() or not self.wants_http)):
             if self.process.poll() is not None:
                 self._join_reader()
                 raise RuntimeError(
@@ -82,7 +93,7 @@ class ServerHandle:
                 raise RuntimeError(
                     f"pacs-engine serve not ready on port {self.port} after {timeout:.0f} s:\n{self.log()}"
                 )
-            self.ready.wait(0.05)
+            (self.http_ready if self.ready.is_set() else self.ready).wait(0.05)
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> int:
         """Send `sig` and wait for the process to end; return its exit code (negative: killed by signal)."""
@@ -115,7 +126,8 @@ def running_server(
 ) -> Iterator[ServerHandle]:
     """Start `python -m engine serve --archive DIR` on a free loopback port; stop it on exit.
 
-    Waits for the `listening: dicom=HOST:PORT ae=TITLE` line and for the port to accept connections.
+    Waits for the `listening: dicom=HOST:PORT ae=TITLE` line and for the port to accept connections, and
+    with `--http-port` in `extra_args` also for `listening: http=HOST:PORT` (its port: `handle.http_port`).
     All output goes to `<archive_dir>.serve.log` beside the archive (appended, kept for debugging).
     Raises RuntimeError, with the server's output, if it exits or is not ready within `timeout`.
     """
@@ -138,6 +150,7 @@ def running_server(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env
     )
     handle = ServerHandle(process, port, ae_title, log_path)
+    handle.wants_http = "--http-port" in extra_args
     handle.start_reader()
     try:
         handle.wait_ready(timeout)

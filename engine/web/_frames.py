@@ -138,19 +138,32 @@ def plan_frames(ranges: Sequence[MediaRange], stored: str | None, *, allow_bare:
     )
 
 
+def plan_for_level(record: InstanceRecord, plan: FramePlan, level: int) -> FramePlan:
+    """The plan for `level`: a stored frame without embedded levels (JPEG-LS, JPEG 2000 profiles, lossy
+    input) has no stored bytes of a reduced level, so that level is encoded in the asked media type, or
+    sent decoded when octet-stream with any syntax was asked (the part's type says so). Raises HttpError
+    406 otherwise; called before a response starts, so a client never gets a truncated body instead.
+    """
+    if plan.kind != "stored" or level == 0 or record.levels[0].level_prefixes:
+        return plan
+    if plan.media_type in ENCODED_MEDIA:
+        return replace(plan, kind="encode", transfer_syntax=ENCODED_MEDIA[plan.media_type])
+    if plan.media_type == OCTET_STREAM:
+        return replace(plan, kind="native", transfer_syntax=EXPLICIT_VR_LE)
+    raise HttpError(
+        406, f"{record.sop_instance_uid}: level {level} of a {plan.transfer_syntax} frame exists only decoded"
+    )
+
+
 def frame_bytes(ctx: WebContext, record: InstanceRecord, plan: FramePlan, frame: int, level: int) -> bytes:
     """One frame (0-based) at `level` in the planned encoding."""
     sop = record.sop_instance_uid
     archive = ctx.archive
+    plan = plan_for_level(record, plan, level)
     if plan.kind == "stored":
         if level == 0:
             return archive.read_frame_encoded(sop, frame)[1]
-        if record.levels[0].level_prefixes:
-            return archive.read_frame_prefix(sop, frame, level)
-        # No embedded levels (JPEG-LS, JPEG 2000 profiles, lossy input): encode the reduced frame.
-        if plan.media_type not in ENCODED_MEDIA:
-            raise HttpError(406, f"{sop}: level {level} of a {plan.transfer_syntax} frame exists only decoded")
-        plan = replace(plan, kind="encode", transfer_syntax=ENCODED_MEDIA[plan.media_type])
+        return archive.read_frame_prefix(sop, frame, level)
     pixels = archive.read_frame(sop, frame, level)
     if plan.kind == "native":
         return np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()
@@ -232,7 +245,7 @@ async def frames(request: Request, ctx: WebContext, study: str, series: str, sop
     numbers = parse_frame_list(frame_list)
     level = parse_level(request)
     _check_frames(record, numbers, level)
-    plan = plan_frames(parse_accept(request.headers.get("accept")), stored_syntax(record))
+    plan = plan_for_level(record, plan_frames(parse_accept(request.headers.get("accept")), stored_syntax(record)), level)
     range_header = request.headers.get("range")
     if len(numbers) == 1 and (range_header or not plan.multipart):
         data = await ctx.run(frame_bytes, ctx, record, plan, numbers[0] - 1, level)
@@ -279,7 +292,9 @@ async def series_frames(request: Request, ctx: WebContext, study: str, series: s
     if not records:
         raise HttpError(404, f"series {series} has no instance with a frame {number}")
     ranges = parse_accept(request.headers.get("accept"))
-    plans = [plan_frames(ranges, stored_syntax(r), allow_bare=False) for r in records]
+    # Planned per instance at its own level before the response starts: a part's type must say what it holds.
+    plans = [plan_for_level(r, plan_frames(ranges, stored_syntax(r), allow_bare=False), min(level, len(r.levels) - 1))
+             for r in records]  # fmt: skip
     boundary = new_boundary()
     base = base_url(request)
     kinds = {p.media_type for p in plans}

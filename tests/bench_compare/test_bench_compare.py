@@ -49,7 +49,9 @@ def _check_phases(target: dict[str, Any], expected: list[str]) -> None:
         assert "error" not in entry, (phase, entry)
         assert len(entry["runs"]) == 1, phase
         for metric, value in entry["runs"][0].items():
-            assert math.isfinite(value) and value > 0, (target["name"], phase, metric, value)
+            # CPU time comes in 10 ms clock ticks: a forking storescp's few small stores can take none.
+            floor_ok = value >= 0 if metric.startswith("cpu_") else value > 0
+            assert math.isfinite(value) and floor_ok, (target["name"], phase, metric, value)
 
 
 @needs_dcmtk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import imagecodecs
 import numpy as np
 import pydicom
@@ -187,3 +188,22 @@ def test_rendered_level_and_viewport_pick_a_resolution(served: Served) -> None:
         viewport = http.get(rendered + "?viewport=200,200", headers={"Accept": "image/png"})
     assert imagecodecs.png_decode(level2.content).shape == (128, 128)
     assert imagecodecs.png_decode(viewport.content).shape == (256, 256)  # the smallest level covering 200 px
+
+
+@pytest.mark.parametrize("multipart", [True, False])
+def test_reduced_level_of_a_frame_without_stored_levels_goes_decoded(served: Served, multipart: bool) -> None:
+    # Lossy JPEG is kept as received, so it has no stored bytes of level 1: octet-stream with any syntax
+    # answers the decoded level, and says so in its type, instead of failing once the body has started.
+    sop, url = _frame_url(served, served.corpus["JPEG-lossy.dcm"])
+    octet = 'application/octet-stream; transfer-syntax=*'
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*' if multipart else octet
+    response = httpx.get(served.base + url, params={"level": 1}, headers={"Accept": accept}, timeout=30)
+    assert response.status_code == 200, response.text
+    expected = np.ascontiguousarray(served.archive.read_frame(sop, 0, 1)).tobytes()
+    if multipart:
+        [(headers, body)] = split_multipart(response)
+        content_type = headers["content-type"]
+    else:
+        content_type, body = response.headers["content-type"], response.content
+    assert content_type == f"application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}"
+    assert body == expected
