@@ -16,6 +16,7 @@ import ingest  # bench/ is on sys.path: pytest's rootdir-relative import of this
 @pytest.mark.skipif(not dcmtk_available(), reason="needs DCMTK (apt-get install dcmtk)")
 def test_ingest_benchmark_runs_every_phase() -> None:
     figures = ingest.main(["--slices", "6", "--repeat", "1"])
-    for key in ("import_vs_copy_fsync", "serve_vs_raw_scp", "storage_ratio", "serve_indexed_inst_per_s"):
+    for key in ("import_vs_copy_fsync", "import_ingest_pixel_MB_per_s", "serve_vs_raw_scp", "storage_ratio",
+                "serve_indexed_inst_per_s"):
         assert figures[key] > 0, key
     assert figures["instances"] == 6

@@ -185,7 +185,7 @@ def _report(outcome: ImportOutcome, seconds: float, *, verbose: bool) -> None:
         f"refused {len(outcome.refused)}, skipped {len(outcome.skipped)} (not DICOM)\n"
     )
     out.write(
-        f"{done} instances in {seconds:.1f} s ({done / seconds if seconds > 0 else 0.0:.1f} inst/s, "
+        f"{done} instances in {seconds:.2f} s ({done / seconds if seconds > 0 else 0.0:.1f} inst/s, "
         f"{human_bytes(int(rate))}/s): received {human_bytes(outcome.received_bytes)}, "
         f"stored {human_bytes(outcome.stored_bytes)} (ratio {ratio:.2f})\n"
     )
