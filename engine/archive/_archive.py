@@ -211,14 +211,18 @@ class Archive:
             raise ClosedError("the archive is closed or open read-only")
         return self._receiver.accept(data, transfer_syntax_uid)
 
-    def wait_for_ingests(self, timeout: float | None = None) -> None:
-        """Wait until every instance acknowledged so far by `accept` is indexed (or failed, logged).
+    def wait_for_ingests(
+        self, timeout: float | None = None, *, study: str | None = None, series: str | None = None
+    ) -> None:
+        """Wait until every instance acknowledged so far by `accept` (of `study` / `series` when given)
+        is indexed (or failed, logged).
 
         With `timeout`, return after that many seconds even if some are still being transcoded: a query
-        answered while a sender keeps the backlog full (the soak test measured 30-60 s to drain it).
+        answered while senders keep the backlog full. A query of one study or series names it, so it
+        waits only for that study's or series' pending instances, not for everyone else's.
         """
         if self._receiver is not None:
-            self._receiver.wait(None, timeout)
+            self._receiver.wait(None, timeout, study=study, series=series)
 
     def ingest_file(self, path: Path | str) -> IngestResult:
         """Read a Part-10 file and ingest it; see `ingest`."""

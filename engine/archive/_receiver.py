@@ -58,6 +58,8 @@ ROOM_MARGIN = 2 << 20
 class _Pending:
     digest: str
     future: Future[None]
+    study: str  # a query of one study or series waits only for what is pending in it
+    series: str
 
 
 class Receiver:
@@ -151,7 +153,9 @@ class Receiver:
             raise
         future: Future[None] = Future()
         with self._lock:
-            self._pending[parsed.sop_instance_uid] = _Pending(digest, future)
+            self._pending[parsed.sop_instance_uid] = _Pending(
+                digest, future, parsed.study_instance_uid, parsed.series_instance_uid
+            )
         return ticket, future
 
     def _reserve(self, size: int) -> None:
@@ -232,17 +236,21 @@ class Receiver:
             self._backlog.release()
             self._unreserve(ticket.data_length)
 
-    def wait(self, sop: str | None = None, timeout: float | None = None) -> None:
-        """Wait until `sop` (or every instance acknowledged so far) is indexed; errors stay logged.
-
-        With `timeout`, return after that many seconds even if some are still being transcoded.
+    def wait(
+        self, sop: str | None = None, timeout: float | None = None, *, study: str | None = None,
+        series: str | None = None,
+    ) -> None:
+        """Wait until `sop` (or every instance acknowledged so far, of `study` / `series` when given) is
+        indexed; errors stay logged. With `timeout`, return after that many seconds even if some are
+        still being transcoded.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             if sop is not None:
                 futures = [self._pending[sop].future] if sop in self._pending else []
             else:
-                futures = [p.future for p in self._pending.values()]
+                futures = [p.future for p in self._pending.values()
+                           if (study is None or p.study == study) and (series is None or p.series == series)]
             if not futures:
                 return
             self._readers_waiting += 1

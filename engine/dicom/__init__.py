@@ -15,7 +15,7 @@ from ._native import frame_dtype, native_frames, native_pixel_value, native_tail
 from ._parse import ParsedInstance, parse_dataset, parse_part10
 from ._pixel import MAX_FRAME_BYTES, native_length
 from ._syntax import SyntaxInfo, supported_syntaxes, syntax_info
-from ._uid import validate_uid
+from ._uid import single_uid, validate_uid
 from ._values import QUERY_ELEMENTS
 
 __all__ = [
@@ -41,5 +41,6 @@ __all__ = [
     "split_encapsulated",
     "supported_syntaxes",
     "syntax_info",
+    "single_uid",
     "validate_uid",
 ]

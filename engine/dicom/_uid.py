@@ -25,3 +25,10 @@ def validate_uid(value: str, what: str) -> str:
     if _UID_RE.fullmatch(value) is None:
         raise InvalidUIDError(f"{what} {value[:80]!r} is not a UID (digits separated by single dots)")
     return value
+
+
+def single_uid(value: str | None) -> str | None:
+    """A query value when it names exactly one UID (not a list, not a wildcard), else None."""
+    if not value or any(mark in value for mark in ("\\", ",", "*", "?")):
+        return None
+    return value

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 
+from engine.dicom import single_uid
 from engine.errors import EngineError
 from engine.index import Index, InvalidQueryError, find
 from engine.net._identifier import (
@@ -60,7 +61,9 @@ class QueryRetrieveTarget(Protocol):
     @property
     def index(self) -> Index: ...
 
-    def wait_for_ingests(self) -> None: ...
+    def wait_for_ingests(
+        self, timeout: float | None = None, *, study: str | None = None, series: str | None = None
+    ) -> None: ...
 
     def record(self, sop_uid: str) -> InstanceRecord: ...
 
@@ -114,7 +117,7 @@ class QueryRetrieveService:
             LOGGER.warning("C-FIND refused: %s", exc)
             yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
             return
-        self._archive.wait_for_ingests()  # a peer that just stored expects to find what it stored
+        self._wait_for(request.criteria)  # a peer that just stored expects to find what it stored
         fields = [key.keyword for key in request.requested if key.keyword]
         matches = 0
         try:
@@ -138,10 +141,15 @@ class QueryRetrieveService:
             self._count(event, "C-FIND matches", matches)
         LOGGER.debug("C-FIND %s level: %d matches", request.level, matches)
 
+    def _wait_for(self, criteria: Mapping[str, str]) -> None:
+        """Wait for instances still being transcoded, only those of the study / series asked for if one is."""
+        self._archive.wait_for_ingests(study=single_uid(criteria.get("StudyInstanceUID")),
+                                       series=single_uid(criteria.get("SeriesInstanceUID")))
+
     # -- what a retrieve sends ----------------------------------------------------------------------
     def _records(self, request: QueryRequest) -> list[InstanceRecord]:
         """Instance records a C-GET / C-MOVE identifier selects, in series order."""
-        self._archive.wait_for_ingests()
+        self._wait_for(request.criteria)
         criteria = retrieve_criteria(request)
         sops = [str(m["SOPInstanceUID"]) for m in find(self._archive.index, "IMAGE", criteria, model=request.model)]
         return self._archive.index.get_instances(sops)

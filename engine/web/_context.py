@@ -27,7 +27,8 @@ _V = TypeVar("_V")
 GZIP_MIN_BYTES = 1024  # below this gzip's header costs more than it saves
 # Longest a query or listing waits for instances acknowledged by C-STORE / STOW-RS and still being
 # transcoded (reads of one instance wait for it in full). The soak test (8 storescu loops, 2 cores)
-# keeps ~2000 pending: queries that waited for all of them took 30-60 s.
+# keeps hundreds pending: queries that waited for all of them took 30-60 s. A query of one study or
+# series waits only for what is pending there (WebContext.wait_for).
 BROWSE_WAIT_SECONDS = 5.0
 _GZIP_LEVEL = 5  # measured on 300-instance CT series metadata: 1020 kB -> 25 kB
 
@@ -89,6 +90,11 @@ class WebContext:
     async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a blocking archive call in a worker thread: the event loop never waits on disk or codecs."""
         return await to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    async def wait_for(self, study: str | None, series: str | None) -> None:
+        """Let instances acknowledged in `study` / `series` (everywhere when None) reach the index first,
+        for at most BROWSE_WAIT_SECONDS: a query never waits for other studies' backlog."""
+        await self.run(self.archive.wait_for_ingests, BROWSE_WAIT_SECONDS, study=study, series=series)
 
 
 def uid(value: str, what: str) -> str:

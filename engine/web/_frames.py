@@ -42,7 +42,7 @@ from engine.types import (
     RLE_LOSSLESS,
     InstanceRecord,
 )
-from engine.web._context import BROWSE_WAIT_SECONDS, WebContext, base_url, uid
+from engine.web._context import WebContext, base_url, uid
 from engine.web._errors import HttpError
 from engine.web._media import ANY, JHC, JLS, JP2, JPEG, JPHC, OCTET_STREAM, STORED, MediaRange, parse_accept
 from engine.web._multipart import closing, content_type, new_boundary, part_head
@@ -286,7 +286,7 @@ async def series_frames(request: Request, ctx: WebContext, study: str, series: s
     study, series = uid(study, "Study Instance UID"), uid(series, "Series Instance UID")
     level = parse_level(request)
     number = parse_frame_list(request.query_params.get("frame", "1"))[0]
-    await ctx.run(ctx.archive.wait_for_ingests, BROWSE_WAIT_SECONDS)
+    await ctx.wait_for(study, series)
     records = await ctx.run(ctx.archive.index.read, lambda r: _series_records(r, study, series))
     records = [r for r in records if r.pixel is not None and r.pixel.frames >= number]
     if not records:

@@ -15,9 +15,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.dicom import QUERY_ELEMENTS
+from engine.dicom import QUERY_ELEMENTS, single_uid
 from engine.index import find
-from engine.web._context import BROWSE_WAIT_SECONDS, Encoded, WebContext, accepts_gzip, base_url, encode_json, json_response, make_etag, uid
+from engine.web._context import Encoded, WebContext, accepts_gzip, base_url, encode_json, json_response, make_etag, uid
 from engine.web._errors import HttpError
 from engine.web._media import DICOM_JSON, choose, parse_accept
 
@@ -147,7 +147,7 @@ async def search(request: Request, ctx: WebContext, level: str, scope: Mapping[s
     if fuzzy not in ("true", "false"):
         raise HttpError(400, f"fuzzymatching={fuzzy!r} is not true or false")
     base = base_url(request)
-    await ctx.run(ctx.archive.wait_for_ingests, BROWSE_WAIT_SECONDS)
+    await ctx.wait_for(single_uid(criteria.get("StudyInstanceUID")), single_uid(criteria.get("SeriesInstanceUID")))
 
     columns = _columns(fields)
     compress = accepts_gzip(request)
@@ -163,3 +163,4 @@ async def search(request: Request, ctx: WebContext, level: str, scope: Mapping[s
             '299 pacs-engine "The fuzzymatching parameter is not supported. Only literal matching has been performed."'
         )
     return response
+

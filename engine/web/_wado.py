@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from engine import dicom
 from engine.index import IndexReader
 from engine.types import EXPLICIT_VR_LE, IMPLICIT_VR_LE, InstanceRecord
-from engine.web._context import BROWSE_WAIT_SECONDS, WebContext, base_url, encode_json, json_response, make_etag, not_modified, uid
+from engine.web._context import WebContext, base_url, encode_json, json_response, make_etag, not_modified, uid
 from engine.web._errors import HttpError
 from engine.web._media import DICOM, DICOM_JSON, OCTET_STREAM, STORED, choose, parse_accept
 from engine.web._multipart import closing, content_type, new_boundary, part_head
@@ -49,10 +49,10 @@ async def instance_record(ctx: WebContext, study: str, series: str, sop: str) ->
 async def sops_of(ctx: WebContext, study: str, series: str | None = None) -> list[str]:
     """Instances of a study or series in order, read in one index snapshot; 404 if unknown or empty."""
     study = uid(study, "Study Instance UID")
-    await ctx.run(ctx.archive.wait_for_ingests, BROWSE_WAIT_SECONDS)
+    series = None if series is None else uid(series, "Series Instance UID")
+    await ctx.wait_for(study, series)
     if series is None:
         return await ctx.run(ctx.archive.index.read, lambda r: _study_instances(r, study))
-    series = uid(series, "Series Instance UID")
     return await ctx.run(ctx.archive.index.read, lambda r: _series_instances(r, study, series))
 
 
@@ -153,7 +153,7 @@ async def metadata(request: Request, ctx: WebContext, study: str, series: str | 
     _accept_json(request)
     study = uid(study, "Study Instance UID")
     index = ctx.archive.index
-    await ctx.run(ctx.archive.wait_for_ingests, BROWSE_WAIT_SECONDS)
+    await ctx.wait_for(study, series)
     if series is None:
         srec = await ctx.run(index.study_record, study)
         etag = make_etag("study", study, srec.updated_at, srec.instance_count, srec.received_bytes)
