@@ -199,19 +199,6 @@ def crash_series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_ct_series(tmp_path_factory.mktemp("crash-ct"), 12, rows=256, cols=256, seed=4)
 
 
-def _wait_http(base: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(base + "/studies", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no DICOMweb at {base}")
-        time.sleep(0.02)
-
-
 def _crash_round(
     archive_dir: Path, files: list[Path], delay: float, *, after_first: bool
 ) -> tuple[dict[str, bytes], set[str], set[str]]:
@@ -228,8 +215,7 @@ def _crash_round(
     port = free_port()
     env = {"PACS_ENGINE_STORAGE__ALLOW_DELETE": "1"}
     with running_server(archive_dir, extra_args=["--http-port", str(port)], env=env) as server:
-        base = f"http://{LOOPBACK}:{port}"
-        _wait_http(base)
+        base = f"http://{LOOPBACK}:{port}"  # running_server waited for the DICOMweb port too
         boundary = uuid.uuid4().hex
         with httpx.Client(base_url=base, timeout=60) as http:
             stored = http.post(
