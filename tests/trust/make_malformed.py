@@ -156,29 +156,26 @@ def missing_sop_instance_uid() -> bytes:
 
 def recursive_sequences() -> bytes:
     """Sequences nested 5000 deep, each in the one item of its parent."""
-    ds = _ct("recursive_sequences")
-    inner = Dataset()
-    inner.CodeValue = "1"
-    for _ in range(5000):
-        outer = Dataset()
-        outer.ReferencedImageSequence = Sequence([inner])
-        inner = outer
-    ds.ReferencedImageSequence = Sequence([inner])
-    return _write_deep(ds)
+    return _write_deep(_nest_sequences(_ct("recursive_sequences")))
 
 
 def recursive_sequences_implicit() -> bytes:
     """The same 5000-deep nesting in implicit VR, where only the item tags show that a value is a sequence."""
     ds = _ct("recursive_sequences_implicit")
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return _write_deep(_nest_sequences(ds))
+
+
+def _nest_sequences(ds: Dataset, depth: int = 5000) -> Dataset:
+    """`ds` with a Referenced Image Sequence nested `depth` deep, each level in the one item of its parent."""
     inner = Dataset()
     inner.CodeValue = "1"
-    for _ in range(5000):
+    for _ in range(depth):
         outer = Dataset()
         outer.ReferencedImageSequence = Sequence([inner])
         inner = outer
     ds.ReferencedImageSequence = Sequence([inner])
-    return _write_deep(ds)
+    return ds
 
 
 def _write_deep(ds: Dataset) -> bytes:
