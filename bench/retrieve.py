@@ -153,8 +153,8 @@ def bench_jpegls(series: SeriesFiles, work: Path, repeat: int) -> dict[str, floa
     for k in range(repeat + 1):  # the first round warms caches and is not counted
         sink = StoreSCP(work / f"move_jpegls{k}", ae_title="SINK_JLS")
         with sink:
-            (archive_dir / "engine.toml").write_text(f'[remote_aes]\nSINK_JLS = "{LOOPBACK}:{sink.port}"\n',
-                                                     encoding="utf-8")
+            (archive_dir / "engine.toml").write_text(
+                f'[storage]\nprofile = "jpegls"\n[remote_aes]\nSINK_JLS = "{LOOPBACK}:{sink.port}"\n', encoding="utf-8")
             with running_server(archive_dir) as server:
                 address = [server.host, str(server.port)]
                 move = ["movescu", "-S", "-aet", "BENCH", "-aec", server.ae_title, "-aem", "SINK_JLS", *address, *keys]

@@ -1,16 +1,17 @@
 """Query/retrieve SCP: C-FIND answered by the index matcher, C-GET and C-MOVE sending stored bytes as they are.
 
-pynetdicom runs the Q/R service state machine (pending responses, sub-operation counts, C-CANCEL checks);
-the handlers here say what matches and hand it instances to send. An instance travels as a marker
-Dataset that the association's send_c_store (wrapped here) turns into a C-STORE of the archive's bytes in
-the best transfer syntax the peer accepted: the stored one (no decoding), else the original, else
-explicit or implicit VR little endian.
+pynetdicom runs the Q/R service state machine (sub-operation counts, the final response, C-CANCEL on a
+C-MOVE's association); the handlers here say what matches and hand it instances to send. An instance
+travels as a marker Dataset; the association's send_c_store (wrapped here) answers it from the retrieve's
+`StorePipeline`, which has written the C-STOREs straight to the socket in the best transfer syntax the peer
+accepted: the stored one (no decoding), else the original, else explicit or implicit VR little endian.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -29,16 +30,22 @@ from engine.net._identifier import (
     response_identifier,
     retrieve_criteria,
 )
+from engine.net._pipeline import (
+    PENDING_INTERVAL,
+    GetProgress,
+    PendingFilter,
+    StorePipeline,
+    SubOperation,
+)
 from engine.net._send import (
     StoreResult,
     choose_context,
     outgoing_contexts,
     preferred_syntaxes,
-    send_encoded,
     set_nodelay,
 )
 from engine.net._status import status_dataset
-from engine.types import InstanceRecord
+from engine.types import LOSSLESS_ENCAPSULATED_SYNTAXES, InstanceRecord
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -50,7 +57,6 @@ PENDING = 0xFF00
 CANCELLED = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900  # Failure: Identifier does not match SOP Class
 UNABLE_TO_PROCESS = 0xC000  # Failure: Unable to process
-NO_CONTEXT = 0xA702  # Refused: Out of resources - unable to perform sub-operation (no usable context)
 
 Counter = Callable[["Event", str, int], None]  # (event, what, how many): the association's tally
 
@@ -70,19 +76,72 @@ class QueryRetrieveTarget(Protocol):
     def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]: ...
 
 
+class _Retrieve:
+    """One C-GET's or C-MOVE's instances and, from the first sub-operation on, the pipeline sending them."""
+
+    def __init__(self, archive: QueryRetrieveTarget, records: list[InstanceRecord],
+                 get: GetProgress | None = None) -> None:
+        self._archive = archive
+        self.records = records
+        self._get = get
+        self._pipeline: StorePipeline | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        """The peer cancelled a C-GET on the association the sub-operations use (the pipeline read it)."""
+        return self._pipeline is not None and self._pipeline.cancelled
+
+    def result(self, assoc: Association, index: int, msg_id: int, originator: tuple[str, int] | None
+               ) -> StoreResult:
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = StorePipeline(assoc, self._plan(assoc), self._read, first_message_id=msg_id,
+                                               originator=originator, progress=self._get).start()
+        return self._pipeline.result(index)
+
+    def close(self) -> None:
+        """Stop sending (a cancel, the end) and hand the association back to pynetdicom."""
+        with self._lock:
+            if self._pipeline is not None:
+                self._pipeline.close()
+
+    def _plan(self, assoc: Association) -> list[SubOperation]:
+        """Each instance with the accepted context of the best syntax for it: stored, original, uncompressed,
+        else any lossless compressed syntax (transcoded: slow, but the instance gets there)."""
+        plan = []
+        for record in self.records:
+            syntaxes = preferred_syntaxes(record)
+            context = choose_context(assoc, record.sop_class_uid, syntaxes)
+            if context is None:  # e.g. a C-GET context accepted in the profile's syntax, another one stored
+                context = choose_context(assoc, record.sop_class_uid, sorted(LOSSLESS_ENCAPSULATED_SYNTAXES))
+            if context is None:
+                LOGGER.warning("no accepted presentation context for %s in %s", record.sop_class_uid,
+                               ", ".join(syntaxes))
+            plan.append(SubOperation(record.sop_class_uid, record.sop_instance_uid,
+                                     None if context is None else context.context_id,
+                                     "" if context is None else str(context.transfer_syntax[0])))
+        return plan
+
+    def _read(self, operation: SubOperation) -> bytes:
+        return self._archive.read_dataset(operation.sop_uid, operation.syntax)[1]
+
+
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
-    """One instance to send: what send_c_store needs to pick a context and read the bytes."""
+    """Which instance of which retrieve a marker Dataset stands for."""
 
-    record: InstanceRecord
+    job: _Retrieve
+    index: int
 
 
-def _marker(record: InstanceRecord) -> Dataset:
+def _marker(job: _Retrieve, index: int) -> Dataset:
     """The Dataset pynetdicom carries from a handler to send_c_store: the instance, not its content."""
+    record = job.records[index]
     ds = Dataset()
     ds.SOPInstanceUID = record.sop_instance_uid  # pynetdicom lists it among failed instances
     ds.SOPClassUID = record.sop_class_uid
-    ds._pacs_outgoing = _Outgoing(record)
+    ds._pacs_outgoing = _Outgoing(job, index)
     return ds
 
 
@@ -97,8 +156,9 @@ class QueryRetrieveService:
     """The C-FIND, C-GET and C-MOVE handlers of one listener."""
 
     def __init__(self, archive: QueryRetrieveTarget, ae_title: str, remote_aes: Mapping[str, str], max_pdu: int,
-                 count: Counter) -> None:
+                 count: Counter, stored_syntax: str | None = None) -> None:
         self._archive = archive
+        self._stored_syntax = stored_syntax
         self._ae_title = ae_title
         self._remote = dict(remote_aes)
         self._max_pdu = max_pdu
@@ -106,6 +166,25 @@ class QueryRetrieveService:
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         return [(evt.EVT_C_FIND, self.on_find), (evt.EVT_C_GET, self.on_get), (evt.EVT_C_MOVE, self.on_move)]
+
+    def on_requested(self, event: Event) -> None:
+        """EVT_REQUESTED: accept a C-GET requestor's storage contexts in the archive's stored syntax if offered.
+
+        pynetdicom accepts, per context, the first syntax of the acceptor's list the requestor proposed,
+        and that list puts uncompressed first (what an archive wants to receive). For the contexts a C-GET
+        requestor offers to receive on (SCP role, PS3.7 D.3.3.4) the archive sends instead: its stored
+        syntax first means no decoding (DCMTK getscu +xt: JPEG-LS, proposed first, was decoded to explicit
+        VR little endian). Only this association's copy of the contexts changes.
+        """
+        stored = self._stored_syntax
+        receivers = {uid for uid, item in event.assoc.requestor.role_selection.items() if item.scp_role}
+        if stored is None or not receivers:
+            return
+        contexts = event.assoc.acceptor.supported_contexts
+        for cx in contexts:
+            if cx.abstract_syntax in receivers and stored in cx.transfer_syntax:
+                cx.transfer_syntax = [stored, *(s for s in cx.transfer_syntax if s != stored)]
+        event.assoc.acceptor.supported_contexts = contexts
 
     # -- C-FIND -------------------------------------------------------------------------------------
     def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
@@ -169,26 +248,33 @@ class QueryRetrieveService:
             LOGGER.error("retrieve failed: %s", exc)
             return [], status_dataset(UNABLE_TO_PROCESS, str(exc))
 
-    def _sub_operations(self, event: Event, records: list[InstanceRecord], what: str) -> Iterator[tuple[int, Dataset]]:
-        for sent, record in enumerate(records):
-            if event.is_cancelled:
-                LOGGER.info("%s cancelled by the peer after %d of %d instances", what, sent, len(records))
-                self._count(event, f"{what} cancelled", 1)
-                yield CANCELLED, Dataset()
-                return
-            yield PENDING, _marker(record)
+    def _sub_operations(self, event: Event, job: _Retrieve, what: str) -> Iterator[tuple[int, Dataset]]:
+        try:
+            for index in range(len(job.records)):
+                if event.is_cancelled or job.cancelled:
+                    job.close()  # before the cancel response: nothing is sent after it
+                    LOGGER.info("%s cancelled by the peer after %d of %d instances", what, index, len(job.records))
+                    self._count(event, f"{what} cancelled", 1)
+                    yield CANCELLED, Dataset()
+                    return
+                yield PENDING, _marker(job, index)
+        finally:
+            job.close()  # before pynetdicom sends the final response on the association the pipeline held
 
     # -- C-GET --------------------------------------------------------------------------------------
     def on_get(self, event: Event) -> Iterator[Any]:
         self._count(event, "C-GET", 1)
-        wrap_send_c_store(event.assoc, self.send, self._count_store(event, "C-GET"))
-        records, failure = self._selection(event, str(cast(C_GET, event.request).AffectedSOPClassUID))
+        request = cast(C_GET, event.request)
+        wrap_send_c_store(event.assoc, self._count_store(event, "C-GET"))
+        records, failure = self._selection(event, str(request.AffectedSOPClassUID))
         if failure is not None:
             yield 1
             yield failure, None
             return
         yield len(records)
-        yield from self._sub_operations(event, records, "C-GET")
+        progress = GetProgress(event.context.context_id, str(request.AffectedSOPClassUID),
+                               cast(int, request.MessageID))
+        yield from self._sub_operations(event, _Retrieve(self._archive, records, progress), "C-GET")
 
     # -- C-MOVE -------------------------------------------------------------------------------------
     def on_move(self, event: Event) -> Iterator[Any]:
@@ -205,7 +291,7 @@ class QueryRetrieveService:
         counter = self._count_store(event, "C-MOVE")
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_ESTABLISHED, lambda e: wrap_send_c_store(e.assoc, self.send, counter)),
+            (evt.EVT_ESTABLISHED, lambda e: wrap_send_c_store(e.assoc, counter)),
         ]
         if not contexts:  # no match or a failure: the destination association is never made
             contexts = outgoing_contexts([("1.2.840.10008.5.1.4.1.1.7", ())])
@@ -215,7 +301,8 @@ class QueryRetrieveService:
             yield failure, None
             return
         yield len(records)
-        yield from self._sub_operations(event, records, "C-MOVE")
+        with PendingFilter(event.assoc, C_MOVE, PENDING_INTERVAL):
+            yield from self._sub_operations(event, _Retrieve(self._archive, records), "C-MOVE")
 
     def _count_store(self, event: Event, what: str) -> Callable[[StoreResult], None]:
         def count(result: StoreResult) -> None:
@@ -223,32 +310,8 @@ class QueryRetrieveService:
 
         return count
 
-    # -- sending ------------------------------------------------------------------------------------
-    def send(self, assoc: Association, outgoing: _Outgoing, msg_id: int, originator: tuple[str, int] | None
-             ) -> StoreResult:
-        """One C-STORE sub-operation of an instance in the best syntax the peer accepted."""
-        record = outgoing.record
-        syntaxes = preferred_syntaxes(record)
-        context = choose_context(assoc, record.sop_class_uid, syntaxes)
-        if context is None:
-            LOGGER.warning("no accepted presentation context for %s in %s", record.sop_class_uid,
-                           ", ".join(syntaxes))
-            return StoreResult(NO_CONTEXT, "no accepted presentation context")
-        syntax = str(context.transfer_syntax[0])
-        try:
-            _, data = self._archive.read_dataset(record.sop_instance_uid, syntax)
-        except EngineError as exc:
-            LOGGER.error("cannot read %s in %s for a sub-operation: %s", record.sop_instance_uid, syntax, exc)
-            return StoreResult(UNABLE_TO_PROCESS, str(exc))
-        return send_encoded(assoc, context, record.sop_class_uid, record.sop_instance_uid, data, msg_id=msg_id,
-                            move_originator=originator)
-
-
-Sender = Callable[["Association", _Outgoing, int, "tuple[str, int] | None"], StoreResult]
-
-
-def wrap_send_c_store(assoc: Association, sender: Sender, on_result: Callable[[StoreResult], None]) -> None:
-    """Make `assoc.send_c_store` send marker Datasets as stored bytes; other Datasets go to pynetdicom's own.
+def wrap_send_c_store(assoc: Association, on_result: Callable[[StoreResult], None]) -> None:
+    """Make `assoc.send_c_store` answer marker Datasets from their retrieve's pipeline; others go to pynetdicom.
 
     Only this association object changes (an instance attribute), nothing global. Idempotent.
     """
@@ -264,7 +327,7 @@ def wrap_send_c_store(assoc: Association, sender: Sender, on_result: Callable[[S
             return original(dataset, msg_id=msg_id, priority=priority, originator_aet=originator_aet,
                             originator_id=originator_id)
         originator = (originator_aet, originator_id) if originator_aet and originator_id is not None else None
-        result = sender(assoc, outgoing, msg_id, originator)
+        result = outgoing.job.result(assoc, outgoing.index, msg_id, originator)
         on_result(result)
         return _status(result)
 

@@ -32,7 +32,8 @@ from engine.net._identifier import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
-from engine.net._send import MAX_CONTEXTS, StoreResult, choose_context, outgoing_contexts, send_encoded, set_nodelay
+from engine.net._pipeline import StorePipeline, SubOperation
+from engine.net._send import MAX_CONTEXTS, StoreResult, choose_context, outgoing_contexts, set_nodelay
 from engine.net._status import status_dataset
 from engine.types import (
     EXPLICIT_VR_LE,
@@ -191,15 +192,20 @@ def scu_send(peer: Peer, items: Sequence[Outgoing], options: ScuOptions = ScuOpt
     for batch in _context_batches(items):
         contexts = outgoing_contexts((i.sop_class, i.syntaxes) for i in batch)
         assoc = _associate(peer, options, contexts)
+        pipeline = StorePipeline(assoc, [_plan(assoc, item) for item in batch], _reader(batch), first_message_id=1)
         try:
+            pipeline.start()
             for number, item in enumerate(batch, start=1):
-                result, size = _send_one(assoc, item, number)
+                result = pipeline.result(number - 1)
+                size = pipeline.sizes[number - 1]
                 _tally(summary, result, item.sop_instance, size)
                 if progress is not None:
                     progress(result, size)
-                if not assoc.is_established:
-                    raise ScuError(f"{peer} ended the association after {number} of {len(batch)} instances")
+                if pipeline.broken is not None or not assoc.is_established:
+                    raise ScuError(f"{peer} ended the association after {number} of {len(batch)} instances"
+                                   f"{': ' + pipeline.broken if pipeline.broken else ''}")
         finally:
+            pipeline.close()
             if assoc.is_established:
                 assoc.release()
     return summary
@@ -217,12 +223,19 @@ def _context_batches(items: Sequence[Outgoing]) -> Iterator[list[Outgoing]]:
         yield batch
 
 
-def _send_one(assoc: Association, item: Outgoing, msg_id: int) -> tuple[StoreResult, int]:
+def _plan(assoc: Association, item: Outgoing) -> SubOperation:
+    """The item with the accepted context of the first of its syntaxes the peer took (None: no context)."""
     context = choose_context(assoc, item.sop_class, item.syntaxes)
     if context is None:
-        return StoreResult(None, f"the peer accepted no context for {item.sop_class} in {item.syntaxes}"), 0
-    data = item.read(str(context.transfer_syntax[0]))
-    return send_encoded(assoc, context, item.sop_class, item.sop_instance, data, msg_id=msg_id % 65536), len(data)
+        LOGGER.warning("%s accepted no context for %s in %s", assoc.acceptor.ae_title, item.sop_class,
+                       ", ".join(item.syntaxes))
+        return SubOperation(item.sop_class, item.sop_instance, None, "")
+    return SubOperation(item.sop_class, item.sop_instance, context.context_id, str(context.transfer_syntax[0]))
+
+
+def _reader(batch: Sequence[Outgoing]) -> Callable[[SubOperation], bytes]:
+    by_uid = {item.sop_instance: item for item in batch}
+    return lambda operation: by_uid[operation.sop_uid].read(operation.syntax)
 
 
 def _tally(summary: TransferSummary, result: StoreResult, sop: str, size: int) -> None:

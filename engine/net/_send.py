@@ -1,21 +1,17 @@
-"""Outgoing C-STORE of encoded data sets: the contexts to propose, the syntax to pick, the bytes sent as they are.
+"""Outgoing C-STORE of encoded data sets: the contexts to propose, the syntax to pick, the result to report.
 
 pynetdicom's `send_c_store` takes a pydicom Dataset (decoded, then encoded again) or a file path; an
-archive holds bytes. `send_encoded` hands pynetdicom's DIMSE layer the encoded data set directly, with
-the same request/response discipline `send_c_store` follows, so nothing is decoded or re-encoded here.
+archive holds bytes. `_pipeline` sends the encoded data sets as they are, in the contexts chosen here.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from io import BytesIO
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext, build_context
 
 from engine.archive import stored_syntax
@@ -86,55 +82,9 @@ class StoreResult:
         return "failure"
 
 
-def send_encoded(
-    assoc: Association,
-    context: PresentationContext,
-    sop_class: str,
-    sop_uid: str,
-    data: bytes,
-    *,
-    msg_id: int = 1,
-    move_originator: tuple[str, int] | None = None,
-) -> StoreResult:
-    """Send one encoded data set (no file meta, in `context`'s transfer syntax) and wait for the response.
-
-    Follows pynetdicom's own send_c_store: pause the association's reactor, send, read the response,
-    resume (pinned pynetdicom 3.0: these are its internal attributes). Aborts the association when the
-    peer does not answer within the DIMSE timeout, as send_c_store does.
-    """
-    if not assoc.is_established:  # the peer aborted: fail the remaining sub-operations at once
-        return StoreResult(None, "the association has ended")
-    req = C_STORE()
-    req.MessageID = msg_id
-    req.Priority = 2  # low: bulk retrieval must not starve a modality's interactive traffic
-    req.AffectedSOPClassUID = sop_class
-    req.AffectedSOPInstanceUID = sop_uid
-    if move_originator is not None:
-        req.MoveOriginatorApplicationEntityTitle = move_originator[0]
-        req.MoveOriginatorMessageID = move_originator[1]
-    req.DataSet = BytesIO(data)
-    checkpoint = assoc._reactor_checkpoint
-    checkpoint.clear()
-    try:
-        while not assoc._is_paused:
-            time.sleep(0.0001)
-        assoc.dimse.send_msg(req, cast(int, context.context_id))
-        _, rsp = assoc.dimse.get_msg(block=True)
-    finally:
-        checkpoint.set()
-    if rsp is None:
-        assoc._handle_no_response()
-        return StoreResult(None, "no response within the DIMSE timeout")
-    status = assoc._check_received_status(rsp)
-    code = status.get("Status")
-    return StoreResult(None if code is None else int(code), str(status.get("ErrorComment", "") or ""))
-
-
 def set_nodelay(event: Event) -> None:
     """EVT_CONN_OPEN handler: small DIMSE responses must not wait for the peer's delayed ACK (Nagle)."""
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-
-Reader = Callable[[str], bytes]  # syntax UID -> the instance's data set in it

@@ -17,6 +17,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from engine.audit import AuditLog
+from engine.codecs import syntax_for_codec
 from engine.config import DicomSettings
 from engine.errors import EngineError, InvalidDicomError
 from engine.net._access import STORE, ServiceAccess
@@ -124,8 +125,10 @@ class DicomServer:
                 self._settings.remote_aes,
                 self._settings.max_pdu,
                 self._count_service,
+                _stored_syntax(self._archive),
             )
             handlers.extend(self._access.guard(qr.handlers()))
+            handlers.append((evt.EVT_REQUESTED, qr.on_requested))
         address = (self._settings.host, self._settings.port)
         server: ThreadedAssociationServer | None
         if self._ssl_context is not None:
@@ -290,6 +293,13 @@ class DicomServer:
 def _is_query_retrieve_target(archive: object) -> bool:
     """Whether the archive behind the listener can answer C-FIND / C-GET / C-MOVE (a store-only target cannot)."""
     return all(hasattr(archive, name) for name in ("index", "record", "read_dataset", "wait_for_ingests"))
+
+
+def _stored_syntax(archive: object) -> str | None:
+    """The transfer syntax the archive's pixel profile stores frames in (None for a target without one)."""
+    settings = getattr(archive, "settings", None)
+    profile = getattr(getattr(settings, "storage", None), "profile", None)
+    return None if profile is None else syntax_for_codec(str(profile))
 
 
 def _count(tally: _Tally, status: str) -> None:

@@ -1,0 +1,89 @@
+"""Exclusive use of an established association's socket, pynetdicom's reactors parked meanwhile.
+
+pynetdicom (pinned 3.0) runs two loops per association: the association reactor, which takes decoded
+DIMSE messages off a queue, and the DUL reactor, which polls the socket, reads PDUs and writes queued
+ones. While a lease is held the association reactor is paused the way pynetdicom's own send_* methods
+pause it, and the DUL reactor neither reads the socket nor writes what is queued for it: anything
+pynetdicom queues meanwhile goes out, in order, after the lease ends. The lease starts only once the
+DUL reactor has flushed its queue and is between PDUs, so no PDU is split between the two readers.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+PARK_TIMEOUT = 10.0  # seconds for the DUL reactor to drain its queue; it polls every millisecond
+
+
+class LeaseError(Exception):
+    """The association ended, or its reactor did not come to rest, before the lease could start."""
+
+
+class SocketLease:
+    """`with SocketLease(assoc, timeout) as sock:` the raw socket, for this thread alone, until the block ends."""
+
+    def __init__(self, assoc: Association, timeout: float | None) -> None:
+        self._assoc = assoc
+        self._timeout = timeout
+        self._parked = threading.Event()
+        self._saved_timeout: float | None = None
+        self._reactor_was_paused = False
+        self._sock: socket.socket | None = None
+
+    def __enter__(self) -> socket.socket:
+        assoc = self._assoc
+        dul: Any = assoc.dul
+        if not assoc.is_established or dul.socket is None or dul.socket.socket is None:
+            raise LeaseError("the association has ended")
+        # The association reactor: paused already when the lease is taken from a service handler.
+        self._reactor_was_paused = not assoc._reactor_checkpoint.is_set()
+        assoc._reactor_checkpoint.clear()
+        deadline = time.monotonic() + PARK_TIMEOUT
+        while not assoc._is_paused:
+            if time.monotonic() > deadline:
+                self._restore()
+                raise LeaseError("the association reactor did not pause")
+            time.sleep(0.0001)
+
+        def transport_parked() -> bool:  # replaces the DUL's "read a PDU if the socket has one"
+            if dul.event_queue.empty() and dul.to_provider_queue.empty():
+                self._parked.set()
+            return False
+
+        def hold_primitives() -> bool:  # replaces the DUL's "send the next queued primitive"
+            return False if self._parked.is_set() else original_send()
+
+        original_send = dul._process_recv_primitive
+        dul._is_transport_event = transport_parked
+        dul._process_recv_primitive = hold_primitives
+        if not self._parked.wait(PARK_TIMEOUT) or not dul.is_alive():
+            self._restore()
+            raise LeaseError("the association's DUL reactor did not come to rest")
+        sock: socket.socket = dul.socket.socket
+        self._saved_timeout = sock.gettimeout()
+        sock.settimeout(self._timeout)
+        self._sock = sock
+        return sock
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        dul: Any = self._assoc.dul
+        if self._sock is not None:
+            try:
+                self._sock.settimeout(self._saved_timeout)
+            except OSError:
+                pass  # closed while leased: the DUL reactor finds out on its next poll
+            self._sock = None
+        for name in ("_is_transport_event", "_process_recv_primitive"):
+            dul.__dict__.pop(name, None)  # the class's own methods apply again
+        dul._idle_timer.restart()  # the lease was activity; do not let the idle timeout count it
+        if not self._reactor_was_paused:
+            self._assoc._reactor_checkpoint.set()

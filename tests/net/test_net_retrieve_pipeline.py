@@ -1,0 +1,189 @@
+"""The retrieve fast path (sub-operations written straight to the socket) where it departs from pynetdicom:
+a C-CANCEL read off the wire mid C-GET, a peer that aborts mid C-GET, the stored syntax accepted for a
+C-GET requestor that offers it, and an instance stored in another codec transcoded for such a context."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+from engine.archive import Archive
+from engine.config import load_settings
+from engine.net import DicomServer
+from engine.testing.dcmtk import LOOPBACK
+from engine.testing.series import SeriesFiles, write_ct_series
+
+AE_TITLE = "PIPE_TEST"
+JPEGLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture(scope="module")
+def listener(tmp_path_factory: pytest.TempPathFactory, ct_series: SeriesFiles) -> Iterator[tuple[str, int, Archive]]:
+    root = tmp_path_factory.mktemp("pipeline")
+    settings = load_settings(archive=root / "archive", dicom={"host": LOOPBACK, "port": 0, "ae_title": AE_TITLE})
+    with Archive(settings) as archive:
+        for path in ct_series.files:
+            archive.ingest_file(path)
+        server = DicomServer(archive, settings.dicom)
+        host, port = server.start()
+        try:
+            yield host, port, archive
+        finally:
+            server.stop()
+
+
+def _get(host: str, port: int, on_store: Callable[[Any], int], dimse_timeout: float = 30) -> tuple[Any, int]:
+    """Associate as a pynetdicom C-GET SCU receiving CT in explicit VR LE; return (assoc, C-GET context ID)."""
+    ae = AE("PIPE_SCU")
+    ae.dimse_timeout = dimse_timeout
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, [EXPLICIT])
+    assoc = ae.associate(host, port, ae_title=AE_TITLE, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    context = next(cx for cx in assoc.accepted_contexts
+                   if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+    return assoc, cast(int, context.context_id)
+
+
+def _identifier(series: SeriesFiles) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = series.study_uid
+    ds.SeriesInstanceUID = series.series_uid
+    return ds
+
+
+def test_a_c_cancel_stops_a_c_get_and_the_association_goes_on(
+    listener: tuple[str, int, Archive], ct_series: SeriesFiles
+) -> None:
+    host, port, archive = listener
+    received: list[str] = []
+    cancel_at = 3
+    state: dict[str, object] = {}
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        if len(received) == cancel_at and not state.get("cancelled"):
+            state["cancelled"] = True  # the C-CANCEL-RQ travels while the archive sends the next instance
+            event.assoc.send_c_cancel(9, state["context"])
+        return 0x0000
+
+    assoc, context = _get(host, port, on_store)
+    state["context"] = context
+    try:
+        finals = [status for status, _ in assoc.send_c_get(_identifier(ct_series),
+                                                          StudyRootQueryRetrieveInformationModelGet, msg_id=9)
+                  if status and status.Status != 0xFF00]
+        assert [f.Status for f in finals] == [0xFE00]  # Cancel: sub-operations terminated
+        final = finals[0]
+        sent = len(ct_series.files)
+        assert cancel_at <= len(received) < sent
+        assert final.NumberOfCompletedSuboperations == len(received)
+        assert final.NumberOfRemainingSuboperations == sent - len(received)
+        # The association is pynetdicom's again: another C-GET on it brings everything.
+        received.clear()
+        statuses = [status.Status for status, _ in assoc.send_c_get(
+            _identifier(ct_series), StudyRootQueryRetrieveInformationModelGet, msg_id=11) if status]
+        assert statuses[-1] == 0x0000 and len(received) == sent
+    finally:
+        assoc.release()
+    assert archive.stats().instances == len(ct_series.files)
+
+
+def test_a_peer_that_aborts_mid_c_get_leaves_the_archive_serving(
+    listener: tuple[str, int, Archive], ct_series: SeriesFiles
+) -> None:
+    host, port, archive = listener
+    received: list[bytes] = []
+    aborted = threading.Event()
+
+    def on_store(event: Any) -> int:
+        received.append(event.request.DataSet.getvalue())
+        if len(received) == 2:
+            aborted.set()
+            event.assoc.abort()
+        return 0x0000
+
+    # pynetdicom's SCU waits out its DIMSE timeout after aborting from a handler: keep it short.
+    assoc, _ = _get(host, port, on_store, dimse_timeout=2)
+    for _ in assoc.send_c_get(_identifier(ct_series), StudyRootQueryRetrieveInformationModelGet):
+        pass
+    assert aborted.is_set() and not assoc.is_established
+    # The listener and the archive are untouched: a new association retrieves the whole series, exactly.
+    whole: dict[str, bytes] = {}
+
+    def keep(event: Any) -> int:
+        whole[str(event.request.AffectedSOPInstanceUID)] = event.request.DataSet.getvalue()
+        return 0x0000
+
+    again, _ = _get(host, port, keep)
+    try:
+        statuses = [s.Status for s, _ in again.send_c_get(_identifier(ct_series),
+                                                          StudyRootQueryRetrieveInformationModelGet) if s]
+    finally:
+        again.release()
+    assert statuses[-1] == 0x0000 and len(whole) == len(ct_series.files)
+    for sop, data in whole.items():
+        assert data == archive.read_dataset(sop, EXPLICIT)[1]
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return pydicom.dcmread(path).pixel_array
+
+
+@pytest.mark.dcmtk
+def test_getscu_offering_jpeg_ls_gets_the_stored_codestreams_and_a_transcode_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    """An archive whose profile became jpegls holds both HTJ2K and JPEG-LS instances. getscu +xt offers
+    JPEG-LS first: the context is accepted in it, JPEG-LS instances go as stored, HTJ2K ones are transcoded
+    (one context per class leaves no other choice), and every instance is pixel-identical to what was sent."""
+    files = write_ct_series(tmp_path / "series", 6, rows=128, cols=128)
+    series = SeriesFiles.from_files(files)
+    archive_dir = tmp_path / "archive"
+    with Archive.open(archive_dir) as archive:  # htj2k, the default profile
+        for path in files[:3]:
+            archive.ingest_file(path)
+    settings = load_settings(archive=archive_dir, storage={"profile": "jpegls"},
+                             dicom={"host": LOOPBACK, "port": 0, "ae_title": AE_TITLE})
+    with Archive(settings) as archive:
+        for path in files[3:]:
+            archive.ingest_file(path)
+        stored = {archive.record(s).codec for s in archive.index.iter_instance_uids()}
+        assert stored == {"htj2k", "jpegls"}
+        server = DicomServer(archive, settings.dicom)
+        host, port = server.start()
+        try:
+            out = tmp_path / "got"
+            out.mkdir()
+            done = subprocess.run(
+                ["getscu", "-S", "+xt", "-aec", AE_TITLE, "+B", "-od", str(out), host, str(port),
+                 "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_uid}",
+                 "-k", f"SeriesInstanceUID={series.series_uid}"],
+                capture_output=True, text=True, timeout=120, check=False)
+        finally:
+            server.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in out.iterdir()}
+    sent = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in files}
+    assert sorted(got) == sorted(sent)
+    for sop, path in got.items():
+        meta = pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=True).file_meta
+        assert meta.TransferSyntaxUID == JPEGLS_LOSSLESS
+        assert np.array_equal(_pixels(path), _pixels(sent[sop])), sop
