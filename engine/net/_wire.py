@@ -75,7 +75,7 @@ def encode_command(fields: Mapping[int, int | str]) -> bytes:
         if vr == "US":
             raw = struct.pack("<H", int(value))
         else:
-            raw = str(value).encode("ascii", "replace")  # the default repertoire; a peer's text may not be
+            raw = str(value).encode("ascii")
             if len(raw) % 2:
                 raw += b"\0" if vr == "UI" else b" "
         body += _ELEMENT.pack(tag >> 16, tag & 0xFFFF, len(raw)) + raw
