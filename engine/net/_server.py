@@ -20,13 +20,16 @@ from engine.audit import AuditLog
 from engine.codecs import syntax_for_codec
 from engine.config import DicomSettings
 from engine.errors import EngineError, InvalidDicomError
+from engine.net import _receive as receive
 from engine.net._access import STORE, ServiceAccess
-from engine.net._contexts import supported_contexts
+from engine.net._contexts import storage_sop_classes, supported_contexts
 from engine.net._qr import QueryRetrieveService, QueryRetrieveTarget
 from engine.net._status import SUCCESS, status_dataset, store_status
 from engine.net._tls import start_tls_server
 
 if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
     from engine.archive import IngestResult
 
 LOGGER = logging.getLogger(__name__)
@@ -59,7 +62,11 @@ def _printable(text: str) -> str:
 
 
 def _peer(event: Event) -> tuple[str, str]:
-    requestor = event.assoc.requestor
+    return _peer_of(event.assoc)
+
+
+def _peer_of(assoc: Association) -> tuple[str, str]:
+    requestor = assoc.requestor
     return _printable(str(requestor.ae_title).strip()), f"{requestor.address}:{requestor.port}"
 
 
@@ -86,6 +93,7 @@ class DicomServer:
         self._server: ThreadedAssociationServer | None = None
         self._tallies: dict[int, _Tally] = {}
         self._lock = threading.Lock()
+        self._storage_classes = frozenset(storage_sop_classes())
 
     @property
     def address(self) -> tuple[str, int]:
@@ -185,11 +193,14 @@ class DicomServer:
         sock = event.assoc.dul.socket
         if sock is not None and sock.socket is not None:
             sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        receive.claim(event.assoc)
 
     def _on_established(self, event: Event) -> None:
         calling_ae, address = _peer(event)
         with self._lock:
             self._tallies[id(event.assoc)] = _Tally(calling_ae, address)
+        assoc = event.assoc
+        receive.start(assoc, self._storage_classes, lambda *request: self._direct_store(assoc, *request))
 
     def _on_rejected(self, event: Event) -> None:
         calling_ae, address = _peer(event)
@@ -242,21 +253,35 @@ class DicomServer:
                 tally.services[what] += n
 
     def _on_store(self, event: Event) -> Any:
+        """EVT_C_STORE: a C-STORE pynetdicom read (the association also did something else, or uses TLS)."""
         request = cast(C_STORE, event.request)
-        sop_uid = _printable(str(request.AffectedSOPInstanceUID or ""))
-        calling_ae, address = _peer(event)
+        data = None if request.DataSet is None else request.DataSet.getvalue()
+        return self._store(event.assoc, str(request.AffectedSOPInstanceUID or ""), data,
+                           str(event.context.transfer_syntax))
+
+    def _direct_store(self, assoc: Association, sop_class: str, sop_uid: str, data: bytes, syntax: str
+                      ) -> tuple[int, str]:
+        """A C-STORE engine.net._receive read off the socket: (status, error comment) for its response."""
+        del sop_class  # the archive reads the class from the data set, as for pynetdicom's C-STOREs
+        answer = self._store(assoc, sop_uid, data, syntax)
+        if isinstance(answer, int):
+            return answer, ""
+        return int(answer.Status), str(answer.get("ErrorComment", "") or "")
+
+    def _store(self, assoc: Association, request_sop_uid: str, data: bytes | None, syntax: str) -> Any:
+        """Store one received data set; the status (an int, or a Dataset with Status and ErrorComment)."""
+        sop_uid = _printable(request_sop_uid)
+        calling_ae, address = _peer_of(assoc)
         with self._lock:
-            tally = self._tallies.get(id(event.assoc))
+            tally = self._tallies.get(id(assoc))
         if not self._access.allows(STORE, calling_ae):
             if tally is not None:
                 tally.refused += 1
             return self._access.refusal(STORE, calling_ae, address, "C-STORE")
         try:
-            if request.DataSet is None:
+            if data is None:
                 raise InvalidDicomError("the C-STORE request carries no data set")
             # The encoded data set exactly as the peer sent it: never decoded and re-encoded here.
-            data = request.DataSet.getvalue()
-            syntax = str(event.context.transfer_syntax)
             # Returns once the instance is durable (journalled or stored): then success may be sent.
             result = self._archive.accept(data, syntax)
         except Exception as exc:  # the edge answers every failure with a status, bugs included

@@ -75,7 +75,7 @@ def encode_command(fields: Mapping[int, int | str]) -> bytes:
         if vr == "US":
             raw = struct.pack("<H", int(value))
         else:
-            raw = str(value).encode("ascii")
+            raw = str(value).encode("ascii", "replace")  # the default repertoire; a peer's text may not be
             if len(raw) % 2:
                 raw += b"\0" if vr == "UI" else b" "
         body += _ELEMENT.pack(tag >> 16, tag & 0xFFFF, len(raw)) + raw
@@ -145,8 +145,18 @@ def _read_exactly(sock: socket.socket, size: int) -> bytearray:
     return buffer
 
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
 def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
-    """One PDU from the socket: (type, variable field)."""
+    """One PDU from the socket: (type, variable field).
+
+    Acknowledges what arrives at once (TCP_QUICKACK, which the kernel clears again after a while): a peer
+    without TCP_NODELAY (DCMTK's default) holds the small write that starts each PDU until its previous
+    segment is acknowledged, and a delayed ACK made storescu -> serve 3 to 5 times slower.
+    """
+    if _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
     pdu_type, length = _PDU_HEADER.unpack(_read_exactly(sock, 6))
     if length > MAX_PDU_BYTES:
         raise WireError(f"a {PDU_NAMES.get(pdu_type, hex(pdu_type))} PDU of {length} bytes is too large")
@@ -172,14 +182,18 @@ class MessageReader:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
 
-    def next(self) -> Message:
-        """The next whole message; PeerEnded for A-ABORT / A-RELEASE-RQ / EOF, WireError for anything else."""
+    def next(self, first: tuple[int, bytearray] | None = None) -> Message:
+        """The next whole message; PeerEnded for A-ABORT / A-RELEASE-RQ / EOF, WireError for anything else.
+
+        `first` is the message's first PDU (type, variable field) when the caller has read it already.
+        """
         command = bytearray()
         data = bytearray()
         context_id: int | None = None
         command_done = False
         while True:
-            pdu_type, body = read_pdu(self._sock)
+            pdu_type, body = first if first is not None else read_pdu(self._sock)
+            first = None
             if pdu_type in (A_ABORT, A_RELEASE_RQ):
                 raise PeerEnded(f"the peer sent {PDU_NAMES[pdu_type]}")
             if pdu_type != P_DATA_TF:

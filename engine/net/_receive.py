@@ -1,0 +1,179 @@
+"""Incoming C-STOREs read straight off the socket while an association only stores.
+
+pynetdicom spends longer per C-STORE than the archive's own accept (a Dataset per command, two queues,
+two threads polling each millisecond). When an association is established this module leases its socket
+(`SocketLease`) and, as long as the next message is a C-STORE-RQ on a storage context, reads it, hands the
+data set to the archive and writes the C-STORE-RSP itself. The first PDU of anything else (C-ECHO, C-FIND,
+a retrieve, A-RELEASE-RQ, A-ABORT) is handed to pynetdicom's DUL as if its reactor had read it, the lease
+ends, and pynetdicom serves the rest of the association as it would have from the start. An idle
+association, or one pynetdicom wants to send on (an abort at shutdown), is handed back too.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from engine.net import _wire as wire
+from engine.net._lease import LeaseError, SocketLease
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+LOGGER = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25  # how often a waiting receiver checks whether pynetdicom wants the association back
+
+# (SOP class, SOP instance, data set, transfer syntax) -> (status, error comment)
+Store = Callable[[str, str, bytes, str], tuple[int, str]]
+
+
+def claim(assoc: Association) -> None:
+    """At connection: once the association is established, pynetdicom reads nothing until `start` decides.
+
+    Without this, pynetdicom's reactor reads the first C-STORE-RQ's command in the moment between the
+    A-ASSOCIATE-AC and the lease, and the whole association stays on the slow path.
+    """
+    dul: Any = assoc.dul
+    read_if_ready = dul._is_transport_event
+
+    def gate() -> bool:
+        if dul.state_machine.current_state == "Sta6":  # established: wait for start() to lease or release
+            return False
+        return bool(read_if_ready())
+
+    dul._is_transport_event = gate
+
+
+def unclaim(assoc: Association) -> None:
+    """Give reading back to pynetdicom (the association has nothing for serve_stores)."""
+    assoc.dul.__dict__.pop("_is_transport_event", None)
+
+
+def start(assoc: Association, storage_classes: frozenset[str], store: Store) -> threading.Thread | None:
+    """Start serve_stores for an established association (None when it accepted no storage context)."""
+    contexts = {cast(int, cx.context_id): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+                if cx.as_scp and str(cx.abstract_syntax) in storage_classes}  # fmt: skip
+    if not contexts:
+        unclaim(assoc)
+        return None
+    thread = threading.Thread(target=serve_stores, args=(assoc, contexts, store), name="store-receive", daemon=True)
+    thread.start()
+    return thread
+
+
+def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: Store) -> None:
+    """Run in a thread of its own: receive C-STOREs on `assoc` until the peer asks for anything else.
+
+    `storage_contexts` maps the accepted storage presentation context IDs to their transfer syntaxes.
+    """
+    received = 0
+    try:
+        with SocketLease(assoc, assoc.network_timeout) as sock:
+            messages = wire.MessageReader(sock)
+            max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
+            idle_since = time.monotonic()
+            while True:
+                if not _readable(sock):
+                    if _wanted_back(assoc, idle_since):
+                        break
+                    continue
+                pdu = _read_pdu(sock)
+                if not _is_store_request(pdu, storage_contexts):
+                    _hand_over(assoc, pdu)  # pynetdicom's DUL takes it from here, then the socket
+                    break
+                message = messages.next(pdu[:2])
+                _answer(sock, message, storage_contexts[message.context_id], store, max_pdu)
+                received += 1
+                idle_since = time.monotonic()
+    except LeaseError as exc:
+        unclaim(assoc)
+        LOGGER.debug("C-STOREs left to pynetdicom: %s", exc)
+    except (wire.WireError, OSError) as exc:
+        # A broken peer mid-message: nothing of that message was acknowledged, so nothing is lost.
+        LOGGER.warning("association from %s ended while receiving: %s", _calling(assoc), exc)
+        assoc.abort(block=False)
+    LOGGER.debug("%d C-STOREs received directly from %s", received, _calling(assoc))
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether a PDU has started to arrive, waiting at most POLL_SECONDS."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # decrypted bytes already inside the TLS layer: select would not see them
+    ready, _, _ = select.select([sock], [], [], POLL_SECONDS)
+    return bool(ready)
+
+
+def _read_pdu(sock: socket.socket) -> tuple[int, bytearray, bytes]:
+    """(type, variable field, the raw PDU): the raw bytes are what pynetdicom decodes if it is not ours."""
+    pdu_type, body = wire.read_pdu(sock)
+    return pdu_type, body, struct.pack(">BxI", pdu_type, len(body)) + bytes(body)
+
+
+def _is_store_request(pdu: tuple[int, bytearray, bytes], storage_contexts: dict[int, str]) -> bool:
+    """Whether a PDU is a P-DATA-TF whose first PDV is a C-STORE-RQ command on a storage context."""
+    pdu_type, body, _ = pdu
+    if pdu_type != wire.P_DATA_TF or len(body) < 6:
+        return False
+    pdv_length, context_id, control = struct.unpack_from(">IBB", body, 0)
+    if not control & 0x01 or context_id not in storage_contexts:
+        return False
+    command = body[6:4 + pdv_length]
+    offset = 0
+    while offset + 8 <= len(command):  # the elements of the command fragment, up to Command Field
+        group, element, length = struct.unpack_from("<HHI", command, offset)
+        if (group << 16 | element) == wire.COMMAND_FIELD:
+            return offset + 10 <= len(command) and struct.unpack_from("<H", command, offset + 8)[0] == wire.C_STORE_RQ
+        offset += 8 + length
+    return False  # a command split before its Command Field: pynetdicom reassembles it
+
+
+def _hand_over(assoc: Association, pdu: tuple[int, bytearray, bytes]) -> None:
+    """Give pynetdicom's DUL a PDU read here, as its own reader would have (pynetdicom 3.0's _read_pdu_data)."""
+    dul: Any = assoc.dul
+    try:
+        decoded, event = dul._decode_pdu(bytearray(pdu[2]))
+    except Exception:
+        LOGGER.exception("could not decode a PDU from %s", _calling(assoc))
+        dul.event_queue.put("Evt19")
+        return
+    dul.event_queue.put(event)
+    dul._recv_pdu.put(decoded)
+
+
+def _answer(sock: socket.socket, message: wire.Message, syntax: str, store: Store, max_pdu: int) -> None:
+    command = message.command
+    sop_class = wire.text(command, wire.AFFECTED_SOP_CLASS)
+    sop_uid = wire.text(command, wire.AFFECTED_SOP_INSTANCE)
+    if message.data is None:
+        status, comment = 0xA900, "the C-STORE request carries no data set"  # Data Set does not match SOP Class
+    else:
+        status, comment = store(sop_class, sop_uid, message.data, syntax)
+    fields: dict[int, int | str] = {
+        wire.AFFECTED_SOP_CLASS: sop_class, wire.COMMAND_FIELD: wire.C_STORE_RSP,
+        wire.RESPONDED_TO: wire.us(command, wire.MESSAGE_ID) or 0, wire.DATA_SET_TYPE: wire.NO_DATA_SET,
+        wire.STATUS: status, wire.AFFECTED_SOP_INSTANCE: sop_uid,
+    }  # fmt: skip
+    if comment and status != 0:
+        fields[wire.ERROR_COMMENT] = comment[:64]  # LO: 64 characters
+    sock.sendall(wire.frame_message(message.context_id, wire.encode_command(fields), None, max_pdu))
+
+
+def _wanted_back(assoc: Association, idle_since: float) -> bool:
+    """Whether pynetdicom should have the association: it has something to send, or it went idle too long."""
+    dul: Any = assoc.dul
+    if assoc._kill or not dul.is_alive() or not dul.to_provider_queue.empty():
+        return True
+    timeout = assoc.network_timeout
+    return timeout is not None and time.monotonic() - idle_since > timeout
+
+
+def _calling(assoc: Association) -> str:
+    return str(assoc.requestor.ae_title).strip()
