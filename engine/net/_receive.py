@@ -77,7 +77,10 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
     received = 0
     try:
         with SocketLease(assoc, assoc.network_timeout) as sock:
-            messages = wire.MessageReader(sock)
+            # P-DATA-TF only: A-ASSOCIATE and A-ABORT PDUs are short, and their variable field is what
+            # Maximum Length Received (PS3.8 D.1) bounds; 12 bytes of slack for peers that count the header.
+            limit = int(assoc.acceptor.maximum_length or 0) + 12 if assoc.acceptor.maximum_length else 0
+            messages = wire.MessageReader(sock, limit)
             max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
             idle_since = time.monotonic()
             while True:
@@ -85,7 +88,7 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
                     if _wanted_back(assoc, idle_since):
                         break
                     continue
-                pdu = _read_pdu(sock)
+                pdu = _read_pdu(sock, limit)
                 if not _is_store_request(pdu, storage_contexts):
                     _hand_over(assoc, pdu)  # pynetdicom's DUL takes it from here, then the socket
                     break
@@ -98,7 +101,7 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
         LOGGER.debug("C-STOREs left to pynetdicom: %s", exc)
     except (wire.WireError, OSError) as exc:
         # A broken peer mid-message: nothing of that message was acknowledged, so nothing is lost.
-        LOGGER.warning("association from %s ended while receiving: %s", _calling(assoc), exc)
+        LOGGER.warning("aborting the association from %s: %s", _calling(assoc), exc)
         assoc.abort(block=False)
     LOGGER.debug("%d C-STOREs received directly from %s", received, _calling(assoc))
 
@@ -111,9 +114,9 @@ def _readable(sock: socket.socket) -> bool:
     return bool(ready)
 
 
-def _read_pdu(sock: socket.socket) -> tuple[int, bytearray, bytes]:
+def _read_pdu(sock: socket.socket, limit: int) -> tuple[int, bytearray, bytes]:
     """(type, variable field, the raw PDU): the raw bytes are what pynetdicom decodes if it is not ours."""
-    pdu_type, body = wire.read_pdu(sock)
+    pdu_type, body = wire.read_pdu(sock, limit)
     return pdu_type, body, struct.pack(">BxI", pdu_type, len(body)) + bytes(body)
 
 

@@ -55,7 +55,7 @@ _ELEMENT = struct.Struct("<HHI")
 _PDU_HEADER = struct.Struct(">BxI")
 _PDV_HEADER = struct.Struct(">IBB")
 MAX_COMMAND_BYTES = 64 * 1024  # a command set is a few hundred bytes; more is a broken or hostile peer
-MAX_PDU_BYTES = 64 * 1024 * 1024  # what this side reads of one PDU while it holds the socket
+MAX_PDU_BYTES = 64 * 1024 * 1024  # what this side reads of one PDU when it announced no maximum (0)
 
 
 class WireError(Exception):
@@ -148,8 +148,11 @@ def _read_exactly(sock: socket.socket, size: int) -> bytearray:
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
-def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
+def read_pdu(sock: socket.socket, limit: int = 0) -> tuple[int, bytearray]:
     """One PDU from the socket: (type, variable field).
+
+    `limit` is this side's Maximum Length Received (0: none announced, MAX_PDU_BYTES applies): a peer that
+    declares a longer PDU breaks PS3.8 9.3.5 and would make this side allocate what it declared.
 
     Acknowledges what arrives at once (TCP_QUICKACK, which the kernel clears again after a while): a peer
     without TCP_NODELAY (DCMTK's default) holds the small write that starts each PDU until its previous
@@ -158,8 +161,9 @@ def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
     if _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
     pdu_type, length = _PDU_HEADER.unpack(_read_exactly(sock, 6))
-    if length > MAX_PDU_BYTES:
-        raise WireError(f"a {PDU_NAMES.get(pdu_type, hex(pdu_type))} PDU of {length} bytes is too large")
+    if length > (limit or MAX_PDU_BYTES):
+        raise WireError(f"a {PDU_NAMES.get(pdu_type, hex(pdu_type))} PDU of {length} bytes is larger than the "
+                        f"maximum length of {limit or MAX_PDU_BYTES} this side accepts")
     return pdu_type, _read_exactly(sock, length)
 
 
@@ -179,8 +183,9 @@ class Message:
 class MessageReader:
     """Reassembles DIMSE messages from the P-DATA-TF PDUs of one association."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, limit: int = 0) -> None:
         self._sock = sock
+        self._limit = limit  # this side's Maximum Length Received, see read_pdu
 
     def next(self, first: tuple[int, bytearray] | None = None) -> Message:
         """The next whole message; PeerEnded for A-ABORT / A-RELEASE-RQ / EOF, WireError for anything else.
@@ -192,7 +197,7 @@ class MessageReader:
         context_id: int | None = None
         command_done = False
         while True:
-            pdu_type, body = first if first is not None else read_pdu(self._sock)
+            pdu_type, body = first if first is not None else read_pdu(self._sock, self._limit)
             first = None
             if pdu_type in (A_ABORT, A_RELEASE_RQ):
                 raise PeerEnded(f"the peer sent {PDU_NAMES[pdu_type]}")

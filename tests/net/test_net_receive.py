@@ -102,3 +102,17 @@ def test_stopping_the_listener_ends_an_association_waiting_on_the_direct_path(
     assoc.abort()
     assert listener.archive.stats().instances == 1
 
+
+
+def test_a_pdu_declared_longer_than_the_listener_accepts_is_refused(listener: Listener) -> None:
+    assoc = _associate(listener)
+    with SocketLease(assoc, 10) as sock:  # a header declaring 50 MB against the listener's 256 KiB maximum
+        sock.sendall(b"\x04\x00" + (50_000_000).to_bytes(4, "big") + b"\x00" * 64)
+        assert sock.recv(1024)[:1] == b"\x07"  # the listener answers A-ABORT instead of reading 50 MB
+    assoc.abort()
+    again = _associate(listener)
+    try:
+        assert again.send_c_echo().Status == 0
+    finally:
+        again.release()
+    assert listener.archive.stats().instances == 0

@@ -107,7 +107,7 @@ def test_a_response_without_a_data_set_ends_at_its_command(pair: tuple[socket.so
         (b"\x01\x00\x00\x00\x00\x04\x00\x00\x00\x00", wire.WireError, "A-ASSOCIATE-RQ during an operation"),
         (b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\x09\x01\x03", wire.WireError, "does not fit"),
         (b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\x02\x01\x00", wire.WireError, "data set fragment before"),
-        (b"\x04\x00\x7f\xff\xff\xff", wire.WireError, "too large"),
+        (b"\x04\x00\x7f\xff\xff\xff", wire.WireError, "larger than the maximum length"),
         (b"\x04\x00\x00\x00", wire.PeerEnded, "closed"),
     ],
     ids=["abort", "release", "associate", "pdv-overrun", "data-first", "huge-pdu", "truncated"],
@@ -120,3 +120,12 @@ def test_the_reader_refuses_what_is_not_a_dimse_message(
     a.shutdown(socket.SHUT_WR)
     with pytest.raises(error, match=match):
         wire.MessageReader(b).next()
+
+
+def test_a_pdu_longer_than_this_side_accepts_is_refused_before_it_is_read(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    a.sendall(wire.frame_message(1, wire.encode_command(STORE_RQ), b"\x00" * 5000, 0))  # one 5 KB PDU
+    with pytest.raises(wire.WireError, match="larger than the maximum length of 4096"):
+        wire.MessageReader(b, 4096).next()
