@@ -110,10 +110,6 @@ class StorePipeline:
             result = self._results[index]
         return result if result is not None else StoreResult(None, self._ended_why)
 
-    def stop(self) -> None:
-        """Send nothing more (the operation was cancelled on another association)."""
-        self._stop.set()
-
     def close(self) -> None:
         """Stop sending and give the association back to pynetdicom; idempotent."""
         self._stop.set()
@@ -153,10 +149,11 @@ class StorePipeline:
             self._ended_why, abort = str(exc), True
         finally:
             with self._done:
+                if abort:  # before anyone waiting for a result sees the end
+                    self.broken = self._ended_why
                 self._finished = True
                 self._done.notify_all()
         if abort:  # after the lease: pynetdicom's DUL sends the A-ABORT and ends the association
-            self.broken = self._ended_why
             self._assoc.abort(block=False)
 
     def _read_ahead(self, index: int) -> None:

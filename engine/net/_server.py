@@ -253,7 +253,7 @@ class DicomServer:
                 tally.services[what] += n
 
     def _on_store(self, event: Event) -> Any:
-        """EVT_C_STORE: a C-STORE pynetdicom read (the association also did something else, or uses TLS)."""
+        """EVT_C_STORE: a C-STORE pynetdicom read (the association did something else first; see _receive)."""
         request = cast(C_STORE, event.request)
         data = None if request.DataSet is None else request.DataSet.getvalue()
         return self._store(event.assoc, str(request.AffectedSOPInstanceUID or ""), data,
