@@ -200,7 +200,11 @@ class DicomServer:
         with self._lock:
             self._tallies[id(event.assoc)] = _Tally(calling_ae, address)
         assoc = event.assoc
-        receive.start(assoc, self._storage_classes, lambda *request: self._direct_store(assoc, *request))
+        try:
+            receive.start(assoc, self._storage_classes, lambda *request: self._direct_store(assoc, *request))
+        except Exception:  # e.g. no thread to be had: pynetdicom reads this association itself
+            receive.unclaim(assoc)
+            LOGGER.exception("C-STOREs from %s go through pynetdicom", calling_ae)
 
     def _on_rejected(self, event: Event) -> None:
         calling_ae, address = _peer(event)
