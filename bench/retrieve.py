@@ -5,7 +5,7 @@ Builds the generated CT series (real CT slices from pydicom-data), imports it in
   1. C-MOVE from `serve` (a) to bench/raw_scp.py (pynetdicom, accepts HTJ2K: the stored codestreams travel
      as they are; DCMTK 3.6.7 cannot receive HTJ2K) and (b) to a DCMTK storescp, which accepts only
      uncompressed syntaxes here, so every frame is decoded on the fly;
-  2. C-GET (a) by pynetdicom (pacs-engine's SCU, HTJ2K proposed, bytes counted and dropped) and
+  2. C-GET (a) by pacs-engine's SCU (`scu_get`: HTJ2K proposed, bytes counted and dropped) and
      (b) by DCMTK getscu (uncompressed, written to disk);
   3. the same series imported with the `jpegls` profile, whose stored syntax DCMTK does receive: C-MOVE to
      a DCMTK storescp and C-GET by DCMTK getscu, both in stored JPEG-LS, so both ends but ours are DCMTK.
@@ -216,7 +216,7 @@ def _print(f: dict[str, float]) -> None:
     names = {
         "move_stored": "C-MOVE, stored HTJ2K -> raw_scp.py",
         "move_explicit": "C-MOVE, explicit VR LE (decode) -> storescp",
-        "get_stored": "C-GET, stored HTJ2K -> pynetdicom SCU",
+        "get_stored": "C-GET, stored HTJ2K -> pacs-engine SCU",
         "get_explicit": "C-GET, explicit VR LE (decode) -> getscu",
         "move_jpegls": "C-MOVE, stored JPEG-LS -> storescp",
         "get_jpegls": "C-GET, stored JPEG-LS -> getscu",

@@ -18,7 +18,7 @@ PHASE_TITLES = {
     "stow": "STOW-RS ingest (httpx, ~32 MB multipart requests)",
     "storage": "Storage on disk after ingest (du of the storage folder, index included)",
     "cget": "C-GET of the main series, uncompressed (DCMTK getscu)",
-    "cget_stored": "C-GET of the main series in the stored syntax (pynetdicom SCU proposing every lossless syntax)",
+    "cget_stored": "C-GET of the main series in the stored syntax (pacs-engine's C-GET SCU proposing every lossless syntax)",
     "cmove": "C-MOVE of the main series to the bench's storescp (DCMTK movescu)",
     "frame_latency": "WADO-RS frame latency, random frames, stored syntax (transfer-syntax=*)",
     "first_image": "Time to first image (new connection: QIDO instances, then frame 1)",

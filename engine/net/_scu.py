@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
@@ -24,6 +24,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from engine.errors import EngineError
 from engine.net._contexts import VERIFICATION_SOP_CLASS
+from engine.net._get_scu import get_responses
 from engine.net._identifier import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -33,8 +34,14 @@ from engine.net._identifier import (
     STUDY_ROOT_MOVE,
 )
 from engine.net._pipeline import StorePipeline, SubOperation
-from engine.net._send import MAX_CONTEXTS, StoreResult, choose_context, outgoing_contexts, set_nodelay
-from engine.net._status import status_dataset
+from engine.net._send import (
+    MAX_CONTEXTS,
+    StoreResult,
+    choose_context,
+    outgoing_contexts,
+    set_nodelay,
+)
+from engine.net._wire import WireError
 from engine.types import (
     EXPLICIT_VR_LE,
     HTJ2K_LOSSLESS_RPCL,
@@ -328,23 +335,35 @@ def scu_get(peer: Peer, level: str, keys: Mapping[str, str], receive: Receiver, 
     """
     summary = TransferSummary()
 
-    def on_store(event: Any) -> Dataset | int:
-        data = event.request.DataSet.getvalue()
+    def store(data: bytes, syntax: str) -> tuple[int, str]:
         try:
-            receive(data, str(event.context.transfer_syntax))
+            receive(data, syntax)
         except EngineError as exc:
             LOGGER.warning("refused an instance from %s: %s", peer, exc)
-            return status_dataset(0xA700 if "full" in str(exc) else 0xC000, str(exc))
+            return (0xA700 if "full" in str(exc) else 0xC000), str(exc)
         summary.bytes += len(data)
-        return 0x0000
+        return 0x0000, ""
 
     contexts, roles = get_contexts(sop_classes, model)
-    assoc = _associate(peer, options, contexts, roles, [(evt.EVT_C_STORE, on_store)])
+    assoc = _associate(peer, options, contexts, roles)
+    responses = get_responses(assoc, identifier(level, keys), GET_MODELS[model.upper()], store,
+                              options.dimse_timeout)
+    broken = True
     try:
-        responses = assoc.send_c_get(identifier(level, keys), GET_MODELS[model.upper()])
         _follow(peer, "C-GET", responses, summary, progress)
+        broken = False
+    except ScuError:  # a final failure status: the exchange itself ended properly
+        broken = False
+        raise
+    except TimeoutError as exc:
+        raise ScuError(f"{peer} did not answer the C-GET within {options.dimse_timeout} s") from exc
+    except (WireError, OSError) as exc:
+        raise ScuError(f"the C-GET from {peer} broke off: {exc}") from exc
     finally:
-        if assoc.is_established:
+        responses.close()  # ends the socket lease: the association is pynetdicom's again
+        if broken and assoc.is_established:
+            assoc.abort()
+        elif assoc.is_established:
             assoc.release()
     return summary
 

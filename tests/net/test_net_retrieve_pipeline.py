@@ -23,13 +23,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from engine.archive import Archive
 from engine.config import load_settings
-from engine.net import DicomServer
+from engine.errors import EngineError
+from engine.net import DicomServer, Peer, ScuOptions, scu_get
 from engine.testing.dcmtk import LOOPBACK
 from engine.testing.series import SeriesFiles, write_ct_series
 
 AE_TITLE = "PIPE_TEST"
 JPEGLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 EXPLICIT = "1.2.840.10008.1.2.1"
+HTJ2K_RPCL = "1.2.840.10008.1.2.4.202"
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,32 @@ def test_getscu_offering_jpeg_ls_gets_the_stored_codestreams_and_a_transcode_for
         meta = pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=True).file_meta
         assert meta.TransferSyntaxUID == JPEGLS_LOSSLESS
         assert np.array_equal(_pixels(path), _pixels(sent[sop])), sop
+
+
+def test_pacs_engine_get_refusing_some_instances_counts_them_and_releases(
+    listener: tuple[str, int, Archive], ct_series: SeriesFiles
+) -> None:
+    """scu_get (its own C-STORE receiving on the leased socket): what the receiver refuses is answered with
+    a failure status and counted, the rest arrives byte-identical, and the association is released."""
+    host, port, archive = listener
+    got: dict[int, bytes] = {}
+    calls = 0
+
+    def receive(data: bytes, syntax: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls % 3 == 0:
+            raise EngineError("refused by this test")
+        got[calls] = data
+
+    peer = Peer(AE_TITLE, host, port)
+    summary = scu_get(peer, "SERIES", {"StudyInstanceUID": ct_series.study_uid,
+                                       "SeriesInstanceUID": ct_series.series_uid},
+                      receive, sop_classes=[CTImageStorage], options=ScuOptions(calling_ae="PIPE_GET"))
+    total = len(ct_series.files)
+    assert calls == total
+    assert summary.failed == total // 3 and summary.completed == total - total // 3
+    assert summary.status == 0xB000  # warning: some sub-operations failed
+    assert len(summary.failed_uids) == total // 3
+    stored = {archive.read_dataset(sop, HTJ2K_RPCL)[1] for sop in archive.index.iter_instance_uids()}
+    assert set(got.values()) <= stored  # each received data set is an archived one, in its stored syntax
