@@ -59,8 +59,7 @@ def get_responses(assoc: Association, identifier: Dataset, sop_class: str, store
         raise ValueError("the C-GET identifier cannot be encoded")
     with SocketLease(assoc, timeout) as sock:
         max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
-        ours = int(assoc.requestor.maximum_length or 0)
-        messages = wire.MessageReader(sock, ours + 12 if ours else 0)
+        messages = wire.MessageReader(sock, int(assoc.requestor.maximum_length or 0))  # this side's maximum
         command = wire.encode_command({
             wire.AFFECTED_SOP_CLASS: sop_class, wire.COMMAND_FIELD: C_GET_RQ, wire.MESSAGE_ID: 1, wire.PRIORITY: 0,
             wire.DATA_SET_TYPE: wire.DATA_SET_PRESENT,
@@ -81,7 +80,6 @@ def get_responses(assoc: Association, identifier: Dataset, sop_class: str, store
 
 
 def _answer_store(sock: socket.socket, message: wire.Message, receiving: dict[int, str], store: Store, max_pdu: int) -> None:
-    command = message.command
     syntax = receiving.get(message.context_id)
     if syntax is None:
         status, comment = NOT_SUPPORTED, "no storage context of this SCU carries this C-STORE"
@@ -89,14 +87,7 @@ def _answer_store(sock: socket.socket, message: wire.Message, receiving: dict[in
         status, comment = 0xA900, "the C-STORE request carries no data set"
     else:
         status, comment = store(message.data, syntax)
-    fields: dict[int, int | str] = {
-        wire.AFFECTED_SOP_CLASS: wire.text(command, wire.AFFECTED_SOP_CLASS), wire.COMMAND_FIELD: wire.C_STORE_RSP,
-        wire.RESPONDED_TO: wire.us(command, wire.MESSAGE_ID) or 0, wire.DATA_SET_TYPE: wire.NO_DATA_SET,
-        wire.STATUS: status, wire.AFFECTED_SOP_INSTANCE: wire.text(command, wire.AFFECTED_SOP_INSTANCE),
-    }  # fmt: skip
-    if comment and status != 0:
-        fields[wire.ERROR_COMMENT] = comment[:64]  # LO: 64 characters
-    sock.sendall(wire.frame_message(message.context_id, wire.encode_command(fields), None, max_pdu))
+    sock.sendall(wire.frame_message(message.context_id, wire.store_response(message, status, comment), None, max_pdu))
 
 
 def _response(message: wire.Message, implicit: bool) -> tuple[Dataset, Dataset | None]:

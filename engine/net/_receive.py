@@ -77,9 +77,7 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
     received = 0
     try:
         with SocketLease(assoc, assoc.network_timeout) as sock:
-            # P-DATA-TF only: A-ASSOCIATE and A-ABORT PDUs are short, and their variable field is what
-            # Maximum Length Received (PS3.8 D.1) bounds; 12 bytes of slack for peers that count the header.
-            limit = int(assoc.acceptor.maximum_length or 0) + 12 if assoc.acceptor.maximum_length else 0
+            limit = int(assoc.acceptor.maximum_length or 0)  # this side's Maximum Length Received
             messages = wire.MessageReader(sock, limit)
             max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
             idle_since = time.monotonic()
@@ -88,11 +86,11 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
                     if _wanted_back(assoc, idle_since):
                         break
                     continue
-                pdu = _read_pdu(sock, limit)
-                if not _is_store_request(pdu, storage_contexts):
-                    _hand_over(assoc, pdu)  # pynetdicom's DUL takes it from here, then the socket
+                pdu = wire.read_pdu(sock, limit)
+                if not _is_store_request(*pdu, storage_contexts):
+                    _hand_over(assoc, *pdu)  # pynetdicom's DUL takes it from here, then the socket
                     break
-                message = messages.next(pdu[:2])
+                message = messages.next(pdu)
                 _answer(sock, message, storage_contexts[message.context_id], store, max_pdu)
                 received += 1
                 idle_since = time.monotonic()
@@ -114,35 +112,28 @@ def _readable(sock: socket.socket) -> bool:
     return bool(ready)
 
 
-def _read_pdu(sock: socket.socket, limit: int) -> tuple[int, bytearray, bytes]:
-    """(type, variable field, the raw PDU): the raw bytes are what pynetdicom decodes if it is not ours."""
-    pdu_type, body = wire.read_pdu(sock, limit)
-    return pdu_type, body, struct.pack(">BxI", pdu_type, len(body)) + bytes(body)
+def _is_store_request(pdu_type: int, body: bytearray, storage_contexts: dict[int, str]) -> bool:
+    """Whether a PDU is a P-DATA-TF whose first PDV is a whole C-STORE-RQ command set on a storage context.
 
-
-def _is_store_request(pdu: tuple[int, bytearray, bytes], storage_contexts: dict[int, str]) -> bool:
-    """Whether a PDU is a P-DATA-TF whose first PDV is a C-STORE-RQ command on a storage context."""
-    pdu_type, body, _ = pdu
+    A command set split over several PDVs (rare: command sets are small) goes to pynetdicom.
+    """
     if pdu_type != wire.P_DATA_TF or len(body) < 6:
         return False
     pdv_length, context_id, control = struct.unpack_from(">IBB", body, 0)
-    if not control & 0x01 or context_id not in storage_contexts:
+    if control & 0x03 != 0x03 or context_id not in storage_contexts:  # command, last fragment
         return False
-    command = body[6:4 + pdv_length]
-    offset = 0
-    while offset + 8 <= len(command):  # the elements of the command fragment, up to Command Field
-        group, element, length = struct.unpack_from("<HHI", command, offset)
-        if (group << 16 | element) == wire.COMMAND_FIELD:
-            return offset + 10 <= len(command) and struct.unpack_from("<H", command, offset + 8)[0] == wire.C_STORE_RQ
-        offset += 8 + length
-    return False  # a command split before its Command Field: pynetdicom reassembles it
+    try:
+        fields = wire.decode_command(bytes(body[6:4 + pdv_length]))
+    except wire.WireError:
+        return False  # pynetdicom reads it and answers as it does any malformed message
+    return wire.us(fields, wire.COMMAND_FIELD) == wire.C_STORE_RQ
 
 
-def _hand_over(assoc: Association, pdu: tuple[int, bytearray, bytes]) -> None:
+def _hand_over(assoc: Association, pdu_type: int, body: bytearray) -> None:
     """Give pynetdicom's DUL a PDU read here, as its own reader would have (pynetdicom 3.0's _read_pdu_data)."""
     dul: Any = assoc.dul
     try:
-        decoded, event = dul._decode_pdu(bytearray(pdu[2]))
+        decoded, event = dul._decode_pdu(bytearray(struct.pack(">BxI", pdu_type, len(body))) + body)
     except Exception:
         LOGGER.exception("could not decode a PDU from %s", _calling(assoc))
         dul.event_queue.put("Evt19")
@@ -152,21 +143,12 @@ def _hand_over(assoc: Association, pdu: tuple[int, bytearray, bytes]) -> None:
 
 
 def _answer(sock: socket.socket, message: wire.Message, syntax: str, store: Store, max_pdu: int) -> None:
-    command = message.command
-    sop_class = wire.text(command, wire.AFFECTED_SOP_CLASS)
-    sop_uid = wire.text(command, wire.AFFECTED_SOP_INSTANCE)
     if message.data is None:
         status, comment = 0xA900, "the C-STORE request carries no data set"  # Data Set does not match SOP Class
     else:
-        status, comment = store(sop_class, sop_uid, message.data, syntax)
-    fields: dict[int, int | str] = {
-        wire.AFFECTED_SOP_CLASS: sop_class, wire.COMMAND_FIELD: wire.C_STORE_RSP,
-        wire.RESPONDED_TO: wire.us(command, wire.MESSAGE_ID) or 0, wire.DATA_SET_TYPE: wire.NO_DATA_SET,
-        wire.STATUS: status, wire.AFFECTED_SOP_INSTANCE: sop_uid,
-    }  # fmt: skip
-    if comment and status != 0:
-        fields[wire.ERROR_COMMENT] = comment[:64]  # LO: 64 characters
-    sock.sendall(wire.frame_message(message.context_id, wire.encode_command(fields), None, max_pdu))
+        status, comment = store(wire.text(message.command, wire.AFFECTED_SOP_CLASS),
+                                wire.text(message.command, wire.AFFECTED_SOP_INSTANCE), message.data, syntax)
+    sock.sendall(wire.frame_message(message.context_id, wire.store_response(message, status, comment), None, max_pdu))
 
 
 def _wanted_back(assoc: Association, idle_since: float) -> bool:

@@ -56,6 +56,7 @@ _PDU_HEADER = struct.Struct(">BxI")
 _PDV_HEADER = struct.Struct(">IBB")
 MAX_COMMAND_BYTES = 64 * 1024  # a command set is a few hundred bytes; more is a broken or hostile peer
 MAX_PDU_BYTES = 64 * 1024 * 1024  # what this side reads of one PDU when it announced no maximum (0)
+PDU_SLACK = 12  # beyond the announced maximum, see read_pdu
 
 
 class WireError(Exception):
@@ -151,8 +152,9 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 def read_pdu(sock: socket.socket, limit: int = 0) -> tuple[int, bytearray]:
     """One PDU from the socket: (type, variable field).
 
-    `limit` is this side's Maximum Length Received (0: none announced, MAX_PDU_BYTES applies): a peer that
-    declares a longer PDU breaks PS3.8 9.3.5 and would make this side allocate what it declared.
+    `limit` is the Maximum Length Received this side announced (0: none, MAX_PDU_BYTES applies): a peer
+    that declares a longer PDU breaks PS3.8 9.3.5 and would make this side allocate what it declared.
+    PDU_SLACK more is let through, for peers that count the PDV header in the maximum.
 
     Acknowledges what arrives at once (TCP_QUICKACK, which the kernel clears again after a while): a peer
     without TCP_NODELAY (DCMTK's default) holds the small write that starts each PDU until its previous
@@ -161,10 +163,23 @@ def read_pdu(sock: socket.socket, limit: int = 0) -> tuple[int, bytearray]:
     if _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
     pdu_type, length = _PDU_HEADER.unpack(_read_exactly(sock, 6))
-    if length > (limit or MAX_PDU_BYTES):
+    if length > (limit + PDU_SLACK if limit else MAX_PDU_BYTES):
         raise WireError(f"a {PDU_NAMES.get(pdu_type, hex(pdu_type))} PDU of {length} bytes is larger than the "
                         f"maximum length of {limit or MAX_PDU_BYTES} this side accepts")
     return pdu_type, _read_exactly(sock, length)
+
+
+def store_response(request: Message, status: int, comment: str = "") -> bytes:
+    """The C-STORE-RSP command set answering `request`; the Error Comment only with a non-success status."""
+    command = request.command
+    fields: dict[int, int | str] = {
+        AFFECTED_SOP_CLASS: text(command, AFFECTED_SOP_CLASS), COMMAND_FIELD: C_STORE_RSP,
+        RESPONDED_TO: us(command, MESSAGE_ID) or 0, DATA_SET_TYPE: NO_DATA_SET, STATUS: status,
+        AFFECTED_SOP_INSTANCE: text(command, AFFECTED_SOP_INSTANCE),
+    }  # fmt: skip
+    if comment and status != 0:
+        fields[ERROR_COMMENT] = comment[:64]  # LO: 64 characters
+    return encode_command(fields)
 
 
 @dataclass(frozen=True, slots=True)
