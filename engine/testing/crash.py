@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -28,12 +27,11 @@ import pydicom
 
 from engine.archive import Archive
 from engine.errors import NotFoundError
-from engine.testing.dcmtk import free_port
+from engine.testing.dcmtk import free_port, storescu_acknowledged
 from engine.testing.server import ServerHandle, running_server
 
 LOGGER = logging.getLogger(__name__)
 
-_SENDING = re.compile(r"I: Sending file: (.*)")
 _STOW_REFERENCED = "00081199"
 _SOP_INSTANCE = "00081155"
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
@@ -271,17 +269,10 @@ def _kill_after(server: ServerHandle, delay: float) -> threading.Thread:
 def _storescu_until_killed(server: ServerHandle, files: Sequence[Path], delay: float) -> list[Path]:
     """Stream one storescu association; SIGKILL the server after `delay` s. Returns the acknowledged files."""
     command = ["storescu", "-v", "-nh", "-aec", server.ae_title, server.host, str(server.port), *map(str, files)]
-    acknowledged: list[Path] = []
-    current: Path | None = None
     killer = _kill_after(server, delay)
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as storescu:
         assert storescu.stderr is not None
-        for line in storescu.stderr:
-            if sending := _SENDING.match(line):
-                current = Path(sending.group(1).strip())
-            elif "Received Store Response (Success)" in line and current is not None:
-                acknowledged.append(current)
-                current = None
+        acknowledged = list(storescu_acknowledged(storescu.stderr))
     killer.join()
     return acknowledged
 

@@ -7,12 +7,13 @@ file meta of the files it sends.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -167,6 +168,20 @@ def _config_text(contexts: Sequence[tuple[str, tuple[str, ...]]]) -> str:
     )
     lines += ["", "[[Profiles]]", "[Send]", "PresentationContexts = Contexts", ""]
     return "\n".join(lines)
+
+
+_SENDING = re.compile(r"I: Sending file: (.*)")
+
+
+def storescu_acknowledged(lines: Iterable[str]) -> Iterator[Path]:
+    """Each file `storescu -v` reports stored with success, as its output lines (stderr) arrive."""
+    current: Path | None = None
+    for line in lines:
+        if sending := _SENDING.match(line):
+            current = Path(sending.group(1).strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            yield current
+            current = None
 
 
 def run_storescu(

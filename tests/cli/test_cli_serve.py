@@ -16,13 +16,12 @@ from typing import Any
 import pydicom
 import pytest
 
-from engine.testing.dcmtk import run_echoscu, run_storescu
+from engine.testing.dcmtk import run_echoscu, run_storescu, storescu_acknowledged
 from engine.testing.series import SeriesFiles
 from engine.testing.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.dcmtk
 
-_SENDING = re.compile(r"I: Sending file: (.*)")
 _SUMMARY = re.compile(r"association from STORESCU at \S+ released after [\d.]+ s: (\d+) stored, (\d+) already present")
 
 
@@ -143,16 +142,12 @@ def _send_and_interrupt(server: ServerHandle, files: tuple[Path, ...], sig: int,
     """
     command = ["storescu", "-v", "-aec", server.ae_title, server.host, str(server.port), *map(str, files)]
     acknowledged: list[Path] = []
-    current: Path | None = None
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as storescu:
         assert storescu.stderr is not None
-        for line in storescu.stderr:
-            if sending := _SENDING.match(line):
-                current = Path(sending.group(1).strip())
-            elif "Received Store Response (Success)" in line and current is not None:
-                acknowledged.append(current)
-                if len(acknowledged) == after:
-                    threading.Thread(target=server.kill, args=(sig,)).start()
+        for path in storescu_acknowledged(storescu.stderr):
+            acknowledged.append(path)
+            if len(acknowledged) == after:
+                threading.Thread(target=server.kill, args=(sig,)).start()
     return acknowledged
 
 

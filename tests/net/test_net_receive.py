@@ -37,6 +37,15 @@ def _associate(listener: Listener) -> Any:
     return assoc
 
 
+def _echo_status(listener: Listener) -> int:
+    """C-ECHO on a new association: the listener still serves after what a test did to another one."""
+    assoc = _associate(listener)
+    try:
+        return int(assoc.send_c_echo().Status)
+    finally:
+        assoc.release()
+
+
 def _sop(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
@@ -72,11 +81,7 @@ def test_a_peer_gone_mid_data_set_loses_nothing_acknowledged(listener: Listener,
         sock.close()  # gone with half the data set sent
     assoc.abort()
     # The listener still serves, the instance acknowledged before is intact, the cut one is not there.
-    again = _associate(listener)
-    try:
-        assert again.send_c_echo().Status == 0
-    finally:
-        again.release()
+    assert _echo_status(listener) == 0
     listener.archive.wait_for_ingests()
     assert listener.archive.stats().instances == 1
     assert listener.archive.read_dataset(_sop(kept))[1] == dataset_bytes(kept.read_bytes())
@@ -103,16 +108,11 @@ def test_stopping_the_listener_ends_an_association_waiting_on_the_direct_path(
     assert listener.archive.stats().instances == 1
 
 
-
 def test_a_pdu_declared_longer_than_the_listener_accepts_is_refused(listener: Listener) -> None:
     assoc = _associate(listener)
     with SocketLease(assoc, 10) as sock:  # a header declaring 50 MB against the listener's 256 KiB maximum
         sock.sendall(b"\x04\x00" + (50_000_000).to_bytes(4, "big") + b"\x00" * 64)
         assert sock.recv(1024)[:1] == b"\x07"  # the listener answers A-ABORT instead of reading 50 MB
     assoc.abort()
-    again = _associate(listener)
-    try:
-        assert again.send_c_echo().Status == 0
-    finally:
-        again.release()
+    assert _echo_status(listener) == 0
     assert listener.archive.stats().instances == 0
