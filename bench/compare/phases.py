@@ -2,11 +2,13 @@
 
 Every phase uses the same client for every target: DCMTK storescu / getscu / movescu for DIMSE (and
 pynetdicom's SCU, through engine.net, for a C-GET in the stored syntax, which DCMTK 3.6.7 cannot ask for
-when it is HTJ2K), httpx for DICOMweb. Figures are plain floats keyed by metric name.
+when it is HTJ2K), httpx for STOW-RS, and bench.compare.client (http.client, kept-alive connections) for
+DICOMweb reads. Figures are plain floats keyed by metric name.
 """
 
 from __future__ import annotations
 
+import http.client
 import random
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.compare.client import HttpClient
 from bench.compare.targets import BENCH_AE, Target, cpu_seconds, disk_bytes, peak_rss_bytes
 from bench.compare.workload import Series, Workload
 from engine.net import Peer, ScuOptions, scu_get
@@ -130,19 +133,19 @@ def stow_ingest(target: Target, workload: Workload) -> PhaseResult:
     return PhaseResult(ingest_figures(target, workload, ack, settled, cpu_seconds(target.pid) - cpu0))
 
 
-def _count_instances(client: httpx.Client, target: Target, series: Series) -> int:
+def _count_instances(client: HttpClient, target: Target, series: Series) -> int:
     """Instances of `series` the target can find: QIDO at series level, NumberOfSeriesRelatedInstances.
 
     A series-level query is cheap for every target (Orthanc answers it from its index, where a query of
     the instances reads every file), so polling does not slow the ingest it waits for.
     """
-    response = client.get(f"{target.web_root}/studies/{series.study_uid}/series",
-                          params={"SeriesInstanceUID": series.series_uid, "includefield": "00201209"},
-                          headers={"Accept": JSON_ACCEPT})
-    if response.status_code in (204, 404):
+    reply = client.get(f"{target.web_root}/studies/{series.study_uid}/series", JSON_ACCEPT,
+                       params={"SeriesInstanceUID": series.series_uid, "includefield": "00201209"})
+    if reply.status in (204, 404):
         return 0
-    response.raise_for_status()
-    found = response.json()
+    if reply.status != 200:
+        raise PhaseError(f"{target.name}: series QIDO: HTTP {reply.status}: {reply.body[:300]!r}")
+    found = reply.json()
     if not found:
         return 0
     value = found[0].get("00201209", {}).get("Value")
@@ -161,7 +164,7 @@ def wait_settled(target: Target, series: Sequence[Series]) -> float:
     """
     deadline = time.monotonic() + SETTLE_TIMEOUT
     expected = sum(len(s.files) for s in series)
-    with httpx.Client(timeout=SETTLE_TIMEOUT) as client:
+    with HttpClient(timeout=SETTLE_TIMEOUT) as client:
         while True:
             if target.web:
                 count = sum(_count_instances(client, target, s) for s in series)
@@ -270,16 +273,16 @@ def frame_url(target: Target, series: Series, sop: str, level: int | None = None
     return url if level is None else f"{url}?level={level}"
 
 
-def _get(client: httpx.Client, url: str, accept: str) -> tuple[float, int]:
+def _get(client: HttpClient, url: str, accept: str) -> tuple[float, int]:
     """(seconds, body bytes) of one GET read to its end. Raises PhaseError on an HTTP error."""
     start = time.perf_counter()
-    response = client.get(url, headers={"Accept": accept})
+    reply = client.get(url, accept)
     seconds = time.perf_counter() - start
-    if response.status_code != 200:
-        raise PhaseError(f"GET {url}: HTTP {response.status_code}: {response.text[:300]}")
-    if not response.content:
+    if reply.status != 200:
+        raise PhaseError(f"GET {url}: HTTP {reply.status}: {reply.body[:300]!r}")
+    if not reply.body:
         raise PhaseError(f"GET {url}: empty body")
-    return seconds, len(response.content)
+    return seconds, len(reply.body)
 
 
 def _percentiles(seconds: Sequence[float], prefix: str = "") -> Figures:
@@ -297,7 +300,7 @@ def random_frames(workload: Workload, count: int, seed: int) -> list[tuple[Serie
 def frame_latency(target: Target, workload: Workload, sizes: Sizes, seed: int) -> PhaseResult:
     """WADO-RS frame 1 of random instances, one at a time, each in the syntax the target stores."""
     picks = random_frames(workload, sizes.frame_requests, seed)
-    with httpx.Client(timeout=120) as client:
+    with HttpClient() as client:
         _get(client, frame_url(target, *picks[0]), FRAME_ACCEPT)  # the connection, not the frame, is warmed
         timings = [_get(client, frame_url(target, s, sop), FRAME_ACCEPT) for s, sop in picks]
     figures = _percentiles([t for t, _ in timings])
@@ -307,14 +310,13 @@ def frame_latency(target: Target, workload: Workload, sizes: Sizes, seed: int) -
 
 def _first_image(target: Target, series: Series, level: int | None) -> float:
     """Seconds from nothing (a new connection) to the first frame of a series: QIDO its instances, then one frame."""
-    # A new client makes a new connection; built before the clock starts, since building one loads the
-    # CA bundle (tens of milliseconds of client work that no server can influence).
-    with httpx.Client(timeout=120) as client:
+    with HttpClient() as client:  # a new client connects on its first request, inside the clock
         start = time.perf_counter()
-        response = client.get(f"{target.web_root}/studies/{series.study_uid}/series/{series.series_uid}/instances",
-                              headers={"Accept": JSON_ACCEPT})
-        response.raise_for_status()
-        first = min(response.json(), key=lambda d: int(d.get("00200013", {}).get("Value", [0])[0]))
+        reply = client.get(f"{target.web_root}/studies/{series.study_uid}/series/{series.series_uid}/instances",
+                           JSON_ACCEPT)
+        if reply.status != 200:
+            raise PhaseError(f"{target.name}: QIDO instances: HTTP {reply.status}: {reply.body[:300]!r}")
+        first = min(reply.json(), key=lambda d: int(d.get("00200013", {}).get("Value", [0])[0]))
         sop = first["00080018"]["Value"][0]
         _get(client, frame_url(target, series, sop, level), FRAME_ACCEPT if level is None else target.low_res_accept)
         return time.perf_counter() - start
@@ -331,15 +333,26 @@ def first_image(target: Target, series: Series, sizes: Sizes) -> PhaseResult:
 
 
 def _series_all_frames(target: Target, series: Series, concurrency: int) -> tuple[float, int]:
-    """Every instance's first frame at full resolution over `concurrency` connections, as a viewer loads a stack."""
-    clients = [httpx.Client(timeout=120) for _ in range(concurrency)]
+    """Every instance's first frame at full resolution over `concurrency` connections, as a viewer loads a
+    stack: each connection asks for the next frame nobody has asked for yet."""
+    clients = [HttpClient() for _ in range(concurrency)]
+    order = iter(series.sop_uids)
+    lock = threading.Lock()
+
+    def load(client: HttpClient) -> int:
+        received = 0
+        while True:
+            with lock:
+                sop = next(order, None)
+            if sop is None:
+                return received
+            received += _get(client, frame_url(target, series, sop), FRAME_ACCEPT)[1]
+
     try:
         start = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
-            sizes = list(pool.map(lambda k: _get(clients[k % concurrency], frame_url(target, series,
-                                                                                     series.sop_uids[k]),
-                                                 FRAME_ACCEPT)[1], range(len(series.sop_uids))))
-        return time.perf_counter() - start, sum(sizes)
+            received = sum(pool.map(load, clients))
+        return time.perf_counter() - start, received
     finally:
         for client in clients:
             client.close()
@@ -352,7 +365,7 @@ def series_low_resolution(target: Target, series: Series, sizes: Sizes) -> Phase
     figures = {"seconds_full": full_seconds, "full_mb": full_bytes / 1e6}
     if target.low_res_accept:
         url = f"{target.web_root}/studies/{series.study_uid}/series/{series.series_uid}/frames?level={LOW_LEVEL}"
-        with httpx.Client(timeout=300) as client:
+        with HttpClient(timeout=300) as client:
             seconds, size = _get(client, url, target.low_res_accept)
         figures.update(seconds=seconds, mb=size / 1e6)
     else:
@@ -360,14 +373,14 @@ def series_low_resolution(target: Target, series: Series, sizes: Sizes) -> Phase
     return PhaseResult(figures)
 
 
-def _median_ms(client: httpx.Client, url: str, repeats: int) -> float:
+def _median_ms(client: HttpClient, url: str, repeats: int) -> float:
     return 1000 * float(np.median([_get(client, url, JSON_ACCEPT)[0] for _ in range(repeats)]))
 
 
 def series_metadata(target: Target, series: Series, sizes: Sizes) -> PhaseResult:
     """WADO-RS series metadata: the first call, then the median of repeated calls."""
     url = f"{target.web_root}/studies/{series.study_uid}/series/{series.series_uid}/metadata"
-    with httpx.Client(timeout=300) as client:
+    with HttpClient(timeout=300) as client:
         first, size = _get(client, url, JSON_ACCEPT)
         return PhaseResult({"ms": _median_ms(client, url, sizes.query_repeats), "first_ms": first * 1000,
                             "kb": size / 1e3})
@@ -379,7 +392,7 @@ def qido(target: Target, series: Series, sizes: Sizes) -> PhaseResult:
     urls = {"studies_ms": f"{root}/studies?PatientID={series.patient_id}",
             "series_ms": f"{root}/studies/{study}/series",
             "instances_ms": f"{root}/studies/{study}/series/{series.series_uid}/instances"}
-    with httpx.Client(timeout=300) as client:
+    with HttpClient(timeout=300) as client:
         _get(client, urls["studies_ms"], JSON_ACCEPT)
         return PhaseResult({key: _median_ms(client, url, sizes.query_repeats) for key, url in urls.items()})
 
@@ -393,12 +406,12 @@ def mixed_load(target: Target, workload: Workload, store: Series, sizes: Sizes, 
     def reader(k: int) -> None:
         picks = random_frames(workload, 100_000, seed * 100 + k)
         try:
-            with httpx.Client(timeout=120) as client:
+            with HttpClient() as client:
                 for s, sop in picks:
                     if stop.is_set() and len(timings[k]) >= 3:
                         return
                     timings[k].append(_get(client, frame_url(target, s, sop), FRAME_ACCEPT)[0])
-        except (PhaseError, httpx.HTTPError) as exc:
+        except (PhaseError, OSError, http.client.HTTPException) as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(sizes.readers)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import platform
@@ -30,7 +31,8 @@ INGEST_PHASES = ("cstore_1", "cstore_4", "stow")
 RETRIEVE_PHASES = ("cget", "cget_stored", "cmove")
 WEB_PHASES = ("frame_latency", "first_image", "series_low_res", "series_metadata", "qido", "mixed_load")
 ALL_PHASES = ("cstore_1", "storage", *RETRIEVE_PHASES, *WEB_PHASES, "memory", "cstore_4", "stow")
-_FAILURES = (PhaseError, RuntimeError, httpx.HTTPError, subprocess.SubprocessError, OSError, ValueError, KeyError)
+_FAILURES = (PhaseError, RuntimeError, httpx.HTTPError, http.client.HTTPException, subprocess.SubprocessError, OSError,
+             ValueError, KeyError)
 
 Progress = Callable[[str], None]
 

@@ -224,6 +224,10 @@ class Archive:
         if self._receiver is not None:
             self._receiver.wait(None, timeout, study=study, series=series)
 
+    def ingests_pending(self, *, study: str | None = None, series: str | None = None) -> bool:
+        """Whether `wait_for_ingests` with the same scope would wait: a check that never blocks."""
+        return self._receiver is not None and self._receiver.pending(study=study, series=series)
+
     def ingest_file(self, path: Path | str) -> IngestResult:
         """Read a Part-10 file and ingest it; see `ingest`."""
         with open(path, "rb") as f:

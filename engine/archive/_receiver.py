@@ -236,6 +236,12 @@ class Receiver:
             self._backlog.release()
             self._unreserve(ticket.data_length)
 
+    def pending(self, *, study: str | None = None, series: str | None = None) -> bool:
+        """Whether any instance acknowledged (of `study` / `series` when given) is not indexed yet."""
+        with self._lock:
+            return any((study is None or p.study == study) and (series is None or p.series == series)
+                       for p in self._pending.values())
+
     def wait(
         self, sop: str | None = None, timeout: float | None = None, *, study: str | None = None,
         series: str | None = None,

@@ -122,6 +122,29 @@ def check_level(level: str, model: str) -> Level:
     return name  # type: ignore[return-value]
 
 
+# Keys whose one exact value names a handful of records at a level: a patient's studies, a study's series.
+_NARROWING: Mapping[Level, tuple[str, ...]] = {
+    "PATIENT": ("PatientID",),
+    "STUDY": ("StudyInstanceUID", "PatientID", "AccessionNumber"),
+    "SERIES": ("SeriesInstanceUID", "StudyInstanceUID"),
+    "IMAGE": ("SOPInstanceUID",),
+}
+
+
+def is_narrow(level: str, criteria: Mapping[str, str]) -> bool:
+    """Whether a query at `level` looks its candidates up by one exact value of a narrowing key (what a
+    viewer asks when it opens a patient or a study), so `find` reads a few records, not a whole level.
+
+    False for anything `find` would refuse: it says why when it runs.
+    """
+    keys = _NARROWING.get(level.upper().strip(), ())  # type: ignore[call-overload]
+    try:
+        conditions = parse_criteria({k: criteria[k] for k in keys if k in criteria})
+    except InvalidQueryError:
+        return False
+    return any(len(c.singles or ()) == 1 for c in conditions.values())
+
+
 # --- candidates from the secondary keys ---------------------------------------------------------------
 
 

@@ -94,7 +94,8 @@ class WebContext:
     async def wait_for(self, study: str | None, series: str | None) -> None:
         """Let instances acknowledged in `study` / `series` (everywhere when None) reach the index first,
         for at most BROWSE_WAIT_SECONDS: a query never waits for other studies' backlog."""
-        await self.run(self.archive.wait_for_ingests, BROWSE_WAIT_SECONDS, study=study, series=series)
+        if self.archive.ingests_pending(study=study, series=series):  # the usual case costs no thread hop
+            await self.run(self.archive.wait_for_ingests, BROWSE_WAIT_SECONDS, study=study, series=series)
 
 
 def uid(value: str, what: str) -> str:

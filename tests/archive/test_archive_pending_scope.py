@@ -39,9 +39,15 @@ def test_waiting_for_one_study_skips_another_studys_backlog(tmp_path: Path) -> N
             with pytest.raises(NotFoundError):
                 archive.index.get_instance(str(held_ds.SOPInstanceUID))  # still pending: the wait skipped it
             archive.wait_for_ingests(0.05, study=str(held_ds.StudyInstanceUID))  # bounded: returns regardless
+            # The non-blocking check agrees: pending in the held study and its series, and overall.
+            assert archive.ingests_pending(study=str(held_ds.StudyInstanceUID))
+            assert archive.ingests_pending(series=str(held_ds.SeriesInstanceUID))
+            assert archive.ingests_pending()
+            assert not archive.ingests_pending(study=str(other_ds.StudyInstanceUID))
             with pytest.raises(NotFoundError):
                 archive.index.get_instance(str(held_ds.SOPInstanceUID))
         finally:
             lock.release()
         archive.wait_for_ingests()
+        assert not archive.ingests_pending()
         assert archive.index.get_instance(str(held_ds.SOPInstanceUID)).sop_instance_uid

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.index import Index, InvalidQueryError, find
+from engine.index import Index, InvalidQueryError, find, is_narrow
 
 PATIENTS = (("PAT1", "Smith^John"), ("PAT2", "SMITH^JOHN^^"), ("pat1", "Smyth^Jane"), ("X-9", "O'Brien^Mary"), ("", ""))
 DATES = ("20240101", "20240215", "20231231", "20240131", "")
@@ -206,3 +206,17 @@ def test_time_ranges_and_precision() -> None:
     assert uid_list is not None and uid_list.matches("1.2.4") and not uid_list.matches("1.2.*")
     case = parse_condition("StudyDescription", "Chest*")
     assert case is not None and case.matches("Chest CT") and not case.matches("CHEST CT")
+
+
+def test_narrow_queries_are_one_exact_value_of_a_narrowing_key() -> None:
+    assert is_narrow("STUDY", {"PatientID": "PAT1"})
+    assert is_narrow("study", {"AccessionNumber": "ACC1", "StudyDate": "2024*"})
+    assert is_narrow("SERIES", {"StudyInstanceUID": "1.2.3"})
+    assert is_narrow("IMAGE", {"SOPInstanceUID": "1.2.3.4"})
+    assert is_narrow("PATIENT", {"PatientID": "PAT1"})
+    assert not is_narrow("STUDY", {"PatientID": "PAT*"})  # a wild card can name every patient
+    assert not is_narrow("STUDY", {"PatientID": ""})  # universal
+    assert not is_narrow("STUDY", {"StudyInstanceUID": "1.2.3\\1.2.4"})  # a list is not one value
+    assert not is_narrow("STUDY", {"StudyDate": "20240101"})  # a day of an archive can be thousands
+    assert not is_narrow("IMAGE", {"SeriesInstanceUID": "1.2.3"})  # a series can hold thousands
+    assert not is_narrow("NOWHERE", {"PatientID": "PAT1"})

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pydicom
 from web_helpers import Served
+
+from engine.archive import Archive
+from engine.testing.dcmtk import LOOPBACK
+from engine.testing.series import ct_series_datasets
+from engine.web import WebServer
+from engine.web._qido import INLINE_MATCHES
 
 STUDY_UID, SERIES_UID, SOP_UID, INSTANCE_NUMBER, RETRIEVE_URL = (
     "0020000D",
@@ -83,3 +92,32 @@ def test_unknown_attribute_and_bad_limit_are_400(served: Served) -> None:
         bad_date = http.get("/studies", params={"StudyDate": "2020-01-01"})
     assert [r.status_code for r in (unknown, nested, bad_limit, bad_date)] == [400, 400, 400, 400]
     assert "NoSuchKeyword" in unknown.json()["error"]
+
+
+def test_a_patient_with_more_studies_than_answered_inline(tmp_path: Path) -> None:
+    """Studies of one patient are searched on the event loop up to INLINE_MATCHES, the rest in a worker:
+    past that many, every study is still listed once, in order, and limit/offset page through them."""
+    count = INLINE_MATCHES + 5
+    archive = Archive.open(tmp_path / "archive")
+    try:
+        for k in range(count):
+            [ds] = ct_series_datasets(1, rows=16, cols=16, seed=1000 + k)
+            ds.PatientID = "PAT-MANY"
+            path = tmp_path / f"study{k}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            archive.ingest_file(path)
+        server = WebServer(archive, LOOPBACK, 0)
+        host, port = server.start()
+        try:
+            with httpx.Client(base_url=f"http://{host}:{port}", timeout=60) as http:
+                every = http.get("/studies", params={"PatientID": "PAT-MANY"}).json()
+                page = http.get("/studies", params={"PatientID": "PAT-MANY", "offset": "3", "limit": "31"}).json()
+                few = http.get("/studies", params={"PatientID": "PAT-MANY", "limit": "2"}).json()
+        finally:
+            server.stop()
+    finally:
+        archive.close()
+    uids = [s[STUDY_UID]["Value"][0] for s in every]
+    assert len(uids) == count and len(set(uids)) == count and uids == sorted(uids)
+    assert [s[STUDY_UID]["Value"][0] for s in page] == uids[3:34]
+    assert [s[STUDY_UID]["Value"][0] for s in few] == uids[:2]
