@@ -16,7 +16,7 @@ from engine.index._model import (
     SeriesRecord,
     StudyRecord,
 )
-from engine.index._query import LEVELS, MODEL_LEVELS, Match, check_level, find, is_narrow
+from engine.index._query import LEVELS, MODEL_LEVELS, Match, check_level, find, instances_by_unique_keys, is_narrow
 from engine.index._read import LOOKUP_LEVELS, IndexReader
 from engine.index._records import RECORD_VERSION, decode_instance, encode_instance
 from engine.index._schema import SCHEMA_VERSION, IndexSchemaError
@@ -49,6 +49,7 @@ __all__ = [
     "check_level",
     "encode_instance",
     "find",
+    "instances_by_unique_keys",
     "is_narrow",
     "prepare_entry",
 ]

@@ -145,6 +145,50 @@ def is_narrow(level: str, criteria: Mapping[str, str]) -> bool:
     return any(len(c.singles or ()) == 1 for c in conditions.values())
 
 
+def instances_by_unique_keys(index: Index, criteria: Mapping[str, str]) -> list[str] | None:
+    """The SOP Instance UIDs that unique keys down to the series select (a C-GET / C-MOVE identifier of a
+    study or a series, PS3.4 C.4.2.2.1), in the order `find` yields them at IMAGE level.
+
+    Read from the index's child lists: each series and study is checked against the keys, not each
+    instance (`find` decodes every instance record of a 300-slice series to match it: 11 ms, a third of
+    the time before a retrieve's first sub-operation). None when `criteria` holds anything else (an
+    instance-level key, attributes other than the unique keys): ask `find`.
+    """
+    try:
+        conditions = parse_criteria(criteria)
+    except InvalidQueryError:
+        return None
+    series_key, study_key = conditions.get("SeriesInstanceUID"), conditions.get("StudyInstanceUID")
+    patient_key = conditions.get("PatientID")
+    if not set(conditions) <= {"PatientID", "StudyInstanceUID", "SeriesInstanceUID"}:
+        return None
+    named = series_key if series_key is not None else study_key
+    if named is None or named.singles is None:
+        return None
+    singles = named.singles
+
+    def read(reader: IndexReader) -> list[str]:
+        if series_key is not None:
+            candidates = sorted(set(singles))
+        else:
+            candidates = sorted({series for study in singles for series in _children(reader, study)})
+        sops: list[str] = []
+        for uid in candidates:
+            try:
+                series = reader.series_record(uid)
+                study = reader.study_record(series.study_instance_uid)
+            except NotFoundError:
+                continue
+            if study_key is not None and not study_key.matches(series.study_instance_uid):
+                continue
+            if patient_key is not None and not patient_key.matches(study.patient_id):
+                continue
+            sops.extend(_instances_of(reader, uid))
+        return sops
+
+    return index.read(read)
+
+
 # --- candidates from the secondary keys ---------------------------------------------------------------
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 from pynetdicom import AllStoragePresentationContexts, register_uid
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import StorageServiceClass
@@ -127,3 +130,22 @@ def supported_contexts(query_retrieve: bool = False) -> list[PresentationContext
     if query_retrieve:
         contexts.extend(build_context(uid, uncompressed) for uid in QUERY_RETRIEVE_SOP_CLASSES)
     return contexts
+
+
+class SharedContexts(list[PresentationContext]):
+    """The listener's supported contexts, with a cheap copy for each association.
+
+    pynetdicom gives every incoming association its own deepcopy of the listener's contexts. For ours
+    (202 contexts, 3,141 transfer syntaxes) that took 27 ms an association, idle, and most of the 40-50 ms
+    an association took to set up (DCMTK and Orthanc accept in 6). A copy here is new PresentationContext
+    objects with their own transfer syntax lists, which is all an association changes (the C-GET role
+    negotiation reorders a list); the UIDs in them are immutable and shared.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        copies = []
+        for context in self:
+            duplicate = copy.copy(context)
+            duplicate._transfer_syntax = list(context._transfer_syntax)  # pynetdicom 3.0's attribute
+            copies.append(duplicate)
+        return copies

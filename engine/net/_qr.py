@@ -22,7 +22,7 @@ from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 
 from engine.dicom import single_uid
 from engine.errors import EngineError
-from engine.index import Index, InvalidQueryError, find
+from engine.index import Index, InvalidQueryError, find, instances_by_unique_keys
 from engine.net._identifier import (
     QueryRequest,
     missing_unique_key,
@@ -110,17 +110,22 @@ class _Retrieve:
         """Each instance with the accepted context of the best syntax for it: stored, original, uncompressed,
         else any lossless compressed syntax (transcoded: slow, but the instance gets there)."""
         plan = []
+        # A series is one SOP class in one or two stored forms: choose once per (class, syntaxes), since
+        # pynetdicom builds its list of accepted contexts anew at every call.
+        chosen: dict[tuple[str, tuple[str, ...]], tuple[int | None, str]] = {}
         for record in self.records:
             syntaxes = preferred_syntaxes(record)
-            context = choose_context(assoc, record.sop_class_uid, syntaxes)
-            if context is None:  # e.g. a C-GET context accepted in the profile's syntax, another one stored
-                context = choose_context(assoc, record.sop_class_uid, sorted(LOSSLESS_ENCAPSULATED_SYNTAXES))
-            if context is None:
-                LOGGER.warning("no accepted presentation context for %s in %s", record.sop_class_uid,
-                               ", ".join(syntaxes))
-            plan.append(SubOperation(record.sop_class_uid, record.sop_instance_uid,
-                                     None if context is None else context.context_id,
-                                     "" if context is None else str(context.transfer_syntax[0])))
+            key = (record.sop_class_uid, syntaxes)
+            if key not in chosen:
+                context = choose_context(assoc, record.sop_class_uid, syntaxes)
+                if context is None:  # e.g. a C-GET context accepted in the profile's syntax, another one stored
+                    context = choose_context(assoc, record.sop_class_uid, sorted(LOSSLESS_ENCAPSULATED_SYNTAXES))
+                if context is None:
+                    LOGGER.warning("no accepted presentation context for %s in %s", record.sop_class_uid,
+                                   ", ".join(syntaxes))
+                chosen[key] = (None, "") if context is None else (context.context_id, str(context.transfer_syntax[0]))
+            context_id, syntax = chosen[key]
+            plan.append(SubOperation(record.sop_class_uid, record.sop_instance_uid, context_id, syntax))
         return plan
 
     def _read(self, operation: SubOperation) -> bytes:
@@ -230,7 +235,9 @@ class QueryRetrieveService:
         """Instance records a C-GET / C-MOVE identifier selects, in series order."""
         self._wait_for(request.criteria)
         criteria = retrieve_criteria(request)
-        sops = [str(m["SOPInstanceUID"]) for m in find(self._archive.index, "IMAGE", criteria, model=request.model)]
+        sops = instances_by_unique_keys(self._archive.index, criteria)
+        if sops is None:  # an instance-level retrieve: a few instances, through the matcher
+            sops = [str(m["SOPInstanceUID"]) for m in find(self._archive.index, "IMAGE", criteria, model=request.model)]
         return self._archive.index.get_instances(sops)
 
     def _selection(self, event: Event, sop_class: str) -> tuple[list[InstanceRecord], Dataset | None]:

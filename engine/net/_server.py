@@ -22,7 +22,7 @@ from engine.config import DicomSettings
 from engine.errors import EngineError, InvalidDicomError
 from engine.net import _receive as receive
 from engine.net._access import STORE, ServiceAccess
-from engine.net._contexts import storage_sop_classes, supported_contexts
+from engine.net._contexts import SharedContexts, storage_sop_classes, supported_contexts
 from engine.net._qr import QueryRetrieveService, QueryRetrieveTarget
 from engine.net._status import SUCCESS, status_dataset, store_status
 from engine.net._tls import start_tls_server
@@ -146,6 +146,7 @@ class DicomServer:
             server = ae.start_server(address, block=False, evt_handlers=handlers,
                                      contexts=supported_contexts(query_retrieve))
         assert server is not None  # block=False always returns the server
+        server.contexts = SharedContexts(server.contexts)  # copied per association: see SharedContexts
         self._server = server
         host, port = self.address
         LOGGER.info(

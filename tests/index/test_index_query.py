@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.index import Index, InvalidQueryError, find, is_narrow
+from engine.index import Index, InvalidQueryError, find, instances_by_unique_keys, is_narrow
 
 PATIENTS = (("PAT1", "Smith^John"), ("PAT2", "SMITH^JOHN^^"), ("pat1", "Smyth^Jane"), ("X-9", "O'Brien^Mary"), ("", ""))
 DATES = ("20240101", "20240215", "20231231", "20240131", "")
@@ -220,3 +220,31 @@ def test_narrow_queries_are_one_exact_value_of_a_narrowing_key() -> None:
     assert not is_narrow("STUDY", {"StudyDate": "20240101"})  # a day of an archive can be thousands
     assert not is_narrow("IMAGE", {"SeriesInstanceUID": "1.2.3"})  # a series can hold thousands
     assert not is_narrow("NOWHERE", {"PatientID": "PAT1"})
+
+
+def test_retrieve_selection_by_unique_keys_is_what_find_selects(populated: Index) -> None:
+    """instances_by_unique_keys (C-GET / C-MOVE of studies and series) gives find's IMAGE-level answer, in
+    find's order, for every combination of unique keys, including keys that contradict each other."""
+    series = [m for m in find(populated, "SERIES", {})]
+    studies = sorted({str(s["StudyInstanceUID"]) for s in series})
+    first, other = series[0], series[-1]
+    assert first["StudyInstanceUID"] != other["StudyInstanceUID"]
+    asked = [
+        {"StudyInstanceUID": studies[0]},
+        {"StudyInstanceUID": "\\".join(studies)},
+        {"StudyInstanceUID": first["StudyInstanceUID"], "SeriesInstanceUID": first["SeriesInstanceUID"]},
+        {"SeriesInstanceUID": f"{other['SeriesInstanceUID']}\\{first['SeriesInstanceUID']}"},
+        {"StudyInstanceUID": other["StudyInstanceUID"], "SeriesInstanceUID": first["SeriesInstanceUID"]},  # none
+        {"PatientID": str(first["PatientID"]), "StudyInstanceUID": "\\".join(studies)},
+        {"PatientID": "NOBODY", "StudyInstanceUID": studies[0]},
+        {"SeriesInstanceUID": "1.2.3.404"},
+        {"StudyInstanceUID": "1.2.3.404"},
+        {"StudyInstanceUID": "1.2.*"},  # no wild cards in UIDs (PS3.4 C.2.2.2.2): a value that names nothing
+    ]
+    for criteria in asked:
+        expected = [m["SOPInstanceUID"] for m in find(populated, "IMAGE", criteria)]
+        assert instances_by_unique_keys(populated, criteria) == expected, criteria
+    # anything but unique keys down to the series goes to the matcher
+    for criteria in ({"SOPInstanceUID": "1.2.3"}, {"PatientID": "PAT1"}, {"StudyInstanceUID": studies[0],
+                                                                          "Modality": "CT"}, {}):
+        assert instances_by_unique_keys(populated, criteria) is None, criteria

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import re
@@ -17,6 +18,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import build_context
 
 from engine.net import ACCEPTED_TRANSFER_SYNTAXES, storage_sop_classes
+from engine.net._contexts import SharedContexts, supported_contexts
 from engine.testing.dcmtk import run_echoscu, run_storescu
 from engine.testing.series import SeriesFiles
 from engine.types import (
@@ -218,3 +220,21 @@ def test_stop_is_idempotent_and_address_needs_a_start(start_listener: Callable[.
     listener.server.stop()
     with pytest.raises(RuntimeError, match="not started"):
         _ = listener.server.address
+
+
+def test_each_association_gets_its_own_copy_of_the_supported_contexts() -> None:
+    """SharedContexts' cheap per-association copy: new context objects with their own transfer syntax
+    lists (what an association reorders), equal to the listener's, which stay as they were."""
+    shared = SharedContexts(supported_contexts(query_retrieve=True))
+    first, second = copy.deepcopy(shared), copy.deepcopy(shared)
+    assert type(first) is list and len(first) == len(shared)
+    for mine, theirs, original in zip(first, second, shared, strict=True):
+        assert mine is not original and mine is not theirs
+        assert mine.abstract_syntax == original.abstract_syntax
+        assert mine.transfer_syntax == original.transfer_syntax
+        assert (mine.scu_role, mine.scp_role) == (original.scu_role, original.scp_role)
+    before = list(shared[1].transfer_syntax)
+    first[1].transfer_syntax = list(reversed(first[1].transfer_syntax))  # what the C-GET role negotiation does
+    first[2]._transfer_syntax.append(first[2].transfer_syntax[0])
+    assert shared[1].transfer_syntax == before == second[1].transfer_syntax
+    assert shared[2].transfer_syntax == second[2].transfer_syntax != first[2].transfer_syntax
