@@ -298,18 +298,20 @@ class Archive:
 
     def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]:
         """(transfer syntax UID, data set bytes without file meta) of an instance; see read_instance."""
-        record = self.record(sop_uid)
-        prefix, suffix = self.index.get_header(sop_uid)
+        return self._read_dataset(sop_uid, syntax)[1:]
+
+    def _read_dataset(self, sop_uid: str, syntax: str) -> tuple[InstanceRecord, str, bytes]:
+        self._settled(sop_uid)
+        record, prefix, suffix = self.index.get_instance_and_header(sop_uid)
         target = resolve_syntax(record, syntax)
-        return target, self._retriever.dataset(record, prefix, suffix, target)
+        return record, target, self._retriever.dataset(record, prefix, suffix, target)
 
     def read_instance(self, sop_uid: str, syntax: str = "original") -> bytes:
         """A Part-10 file of the instance in `syntax`: "original", "explicit", "stored" or a UID.
 
         Raises NotFoundError, UnsupportedTransferSyntaxError, CorruptDataError.
         """
-        record = self.record(sop_uid)
-        target, dataset = self.read_dataset(sop_uid, syntax)
+        record, target, dataset = self._read_dataset(sop_uid, syntax)
         return dicom.part10(dataset, target, record.sop_class_uid, sop_uid)
 
     def read_frame(self, sop_uid: str, frame: int, level: int = 0) -> np.ndarray:

@@ -146,6 +146,11 @@ class Index:
         """Raises NotFoundError."""
         return self.read(lambda r: r.get_instance(sop))
 
+    def get_instance_and_header(self, sop: str) -> tuple[InstanceRecord, bytes, bytes]:
+        """(record, prefix, suffix) from one snapshot: read apart, a replacement committed in between would
+        pair one generation's header with the other's pixels. Raises NotFoundError."""
+        return self.read(lambda r: (r.get_instance(sop), *r.get_header(sop)))
+
     def get_instances(self, sops: Sequence[str]) -> list[InstanceRecord]:
         """Records in the order asked, from one snapshot; raises NotFoundError for the first missing one."""
         return self.read(lambda r: r.get_instances(sops))

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
 
 PARK_TIMEOUT = 10.0  # seconds for the DUL reactor to drain its queue; it polls every millisecond
+# How often a parked DUL reactor looks at its kill flag and ARTIM timer: nothing else needs it meanwhile.
+PARKED_POLL_SECONDS = 0.05
 
 
 class LeaseError(Exception):
@@ -32,6 +34,7 @@ class SocketLease:
         self._assoc = assoc
         self._timeout = timeout
         self._parked = threading.Event()
+        self._released = threading.Event()
         self._saved_timeout: float | None = None
         self._reactor_was_paused = False
         self._sock: socket.socket | None = None
@@ -52,7 +55,11 @@ class SocketLease:
             time.sleep(0.0001)
 
         def transport_parked() -> bool:  # replaces the DUL's "read a PDU if the socket has one"
-            if dul.event_queue.empty() and dul.to_provider_queue.empty():
+            if self._parked.is_set():
+                # Rest here instead of coming round every millisecond: its wake-ups took the GIL from
+                # the thread holding the lease a thousand times a second. The end of the lease wakes it.
+                self._released.wait(PARKED_POLL_SECONDS)
+            elif dul.event_queue.empty() and dul.to_provider_queue.empty():
                 self._parked.set()
             return False
 
@@ -76,6 +83,7 @@ class SocketLease:
 
     def _restore(self) -> None:
         dul: Any = self._assoc.dul
+        self._released.set()
         if self._sock is not None:
             try:
                 self._sock.settimeout(self._saved_timeout)

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 
@@ -140,21 +142,44 @@ class _Outgoing:
     index: int
 
 
+_SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080016, 0x00080018
+
+
+def _uid_element(tag: int, uid: str) -> RawDataElement:
+    value = uid.encode("ascii")
+    value += b"\0" * (len(value) % 2)  # UI pads to even length with NUL
+    return RawDataElement(BaseTag(tag), "UI", len(value), value, 0, False, True)
+
+
 def _marker(job: _Retrieve, index: int) -> Dataset:
-    """The Dataset pynetdicom carries from a handler to send_c_store: the instance, not its content."""
+    """The Dataset pynetdicom carries from a handler to send_c_store: the instance, not its content.
+
+    Its UIDs go in as raw elements, decoded only if pynetdicom reads them (to list a failed instance).
+    Set as attributes they cost 44 us per sub-operation on pynetdicom's thread, which shares the GIL
+    with the thread that sends.
+    """
     record = job.records[index]
     ds = Dataset()
-    ds.SOPInstanceUID = record.sop_instance_uid  # pynetdicom lists it among failed instances
-    ds.SOPClassUID = record.sop_class_uid
+    ds[_SOP_INSTANCE_UID] = _uid_element(_SOP_INSTANCE_UID, record.sop_instance_uid)
+    ds[_SOP_CLASS_UID] = _uid_element(_SOP_CLASS_UID, record.sop_class_uid)
     ds._pacs_outgoing = _Outgoing(job, index)
     return ds
 
 
-def _status(result: StoreResult) -> Dataset:
+def _new_status(status: int | None) -> Dataset:
     ds = Dataset()
-    if result.status is not None:  # an empty Dataset is pynetdicom's "no response": counted as failed
-        ds.Status = result.status
+    if status is not None:  # an empty Dataset is pynetdicom's "no response": counted as failed
+        ds.Status = status
     return ds
+
+
+_SUCCESS_STATUS = _new_status(0x0000)  # shared: pynetdicom only reads it
+
+
+def _status(result: StoreResult) -> Dataset:
+    """The status Dataset pynetdicom reads a sub-operation's outcome from; success (nearly every one)
+    is one shared Dataset, where one per sub-operation cost 27 us."""
+    return _SUCCESS_STATUS if result.status == 0x0000 else _new_status(result.status)
 
 
 class QueryRetrieveService:

@@ -200,10 +200,14 @@ def test_pacs_engine_get_refusing_some_instances_counts_them_and_releases(
     got: dict[int, bytes] = {}
     calls = 0
 
+    refused: set[str] = set()
+
     def receive(data: bytes, syntax: str) -> None:
         nonlocal calls
         calls += 1
         if calls % 3 == 0:
+            header = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+            refused.add(str(header.SOPInstanceUID))
             raise EngineError("refused by this test")
         got[calls] = data
 
@@ -216,5 +220,6 @@ def test_pacs_engine_get_refusing_some_instances_counts_them_and_releases(
     assert summary.failed == total // 3 and summary.completed == total - total // 3
     assert summary.status == 0xB000  # warning: some sub-operations failed
     assert len(summary.failed_uids) == total // 3
+    assert set(summary.failed_uids) == refused  # the final response names exactly the refused instances
     stored = {archive.read_dataset(sop, HTJ2K_RPCL)[1] for sop in archive.index.iter_instance_uids()}
     assert set(got.values()) <= stored  # each received data set is an archived one, in its stored syntax
