@@ -54,10 +54,14 @@ def assemble_dataset(
     return deflate(data) if info.deflated else data
 
 
+DECODE_ERRORS = (ValueError, KeyError, TypeError, EOFError, NotImplementedError)  # pydicom's, on bad values
+
+
 def read_header(
-    header_prefix: bytes, header_suffix: bytes, transfer_syntax_uid: str
+    header_prefix: bytes, header_suffix: bytes, transfer_syntax_uid: str, *, decode: bool = True
 ) -> tuple[Dataset, Dataset]:
-    """The header bytes before and after the pixel element as pydicom data sets, every value decoded.
+    """The header bytes before and after the pixel element as pydicom data sets, every value decoded
+    (with `decode=False`, values stay raw until read: the caller decodes them and handles the errors).
 
     Raises InvalidDicomError if pydicom cannot read them.
     """
@@ -68,19 +72,20 @@ def read_header(
         after = read_dataset(
             BytesIO(header_suffix), info.implicit_vr, info.little_endian, parent_encoding=charset
         )
-        for dataset in (before, after):
-            _decode_all(dataset)
-    except (ValueError, KeyError, TypeError, EOFError, NotImplementedError) as exc:
+        if decode:
+            for dataset in (before, after):
+                decode_all(dataset)
+    except DECODE_ERRORS as exc:
         raise InvalidDicomError(f"header cannot be decoded: {exc}") from None
     return before, after
 
 
-def _decode_all(dataset: Dataset) -> None:
-    # Iterating converts every raw element in place, so later passes see the same element objects.
+def decode_all(dataset: Dataset) -> None:
+    """Convert every raw element in place (pydicom's errors propagate), so later passes see the same objects."""
     for element in dataset:
         if element.VR == "SQ":
             for item in element.value:
-                _decode_all(item)
+                decode_all(item)
 
 
 def swap_binary_values(dataset: Dataset) -> None:
