@@ -16,6 +16,7 @@ from engine.index import _env
 from engine.index._gate import Gate
 from engine.index._model import Change, IndexEntry, IndexStats, PatientRecord, PutOutcome, SeriesRecord, StudyRecord
 from engine.index._read import IndexReader
+from engine.index._record_cache import RecordCache
 from engine.index._schema import Dbs, open_dbs
 from engine.index._write import IndexWriter, PreparedEntry, prepare_entry, utc_now
 from engine.types import InstanceRecord
@@ -41,6 +42,7 @@ class Index:
         except BaseException:
             self._env.close()
             raise
+        self._records = RecordCache()  # decoded instance records, for read transactions
         self._gate = Gate()  # read transactions share it; map growth and close take it alone
         self._write_lock = threading.Lock()  # one writer, so map growth never races a write transaction
         self._closed = False
@@ -84,7 +86,7 @@ class Index:
                 self._check_open()
                 try:
                     with self._env.begin(db=None, write=False) as txn:
-                        return fn(IndexReader(txn, self._dbs))
+                        return fn(IndexReader(txn, self._dbs, self._records))
                 except lmdb.MapResizedError:
                     pass  # another process grew the map: adopt its size (below), then retry once
             with self._gate.exclusive():

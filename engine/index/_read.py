@@ -10,6 +10,7 @@ import lmdb
 from engine.errors import NotFoundError
 from engine.index import _keys, _records
 from engine.index._model import Change, IndexStats, InstanceSummary, PatientRecord, SeriesRecord, StudyRecord
+from engine.index._record_cache import RecordCache
 from engine.index._schema import SEQUENCE_KEY, TOTALS_KEY, Dbs
 from engine.types import InstanceRecord
 
@@ -30,11 +31,15 @@ class IndexReader:
     Valid only while its transaction is open; the Index hands one to a callable and closes it after.
     """
 
-    __slots__ = ("_dbs", "_txn")
+    __slots__ = ("_dbs", "_records", "_txn")
 
-    def __init__(self, txn: lmdb.Transaction[bytes], dbs: Dbs) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: Dbs, records: RecordCache | None = None) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._records = records  # decoded records shared by the Index's readers; None decodes every time
+
+    def _decode(self, raw: bytes) -> InstanceRecord:
+        return _records.decode_instance(raw) if self._records is None else self._records.decode(raw)
 
     # --- instances ---------------------------------------------------------------------------------
 
@@ -43,7 +48,7 @@ class IndexReader:
         raw = self._txn.get(_keys.uid_key(sop), db=self._dbs.instances)
         if raw is None:
             raise NotFoundError(f"instance {sop} is not in the index")
-        return _records.decode_instance(raw)
+        return self._decode(raw)
 
     def get_instance_summary(self, sop: str) -> InstanceSummary:
         """The query-relevant part of `sop`'s record; raises NotFoundError."""
@@ -55,7 +60,7 @@ class IndexReader:
     def find_instance(self, sop: str) -> InstanceRecord | None:
         """The record of `sop`, or None."""
         raw = self._txn.get(_keys.uid_key(sop), db=self._dbs.instances)
-        return None if raw is None else _records.decode_instance(raw)
+        return None if raw is None else self._decode(raw)
 
     def get_instances(self, sops: Sequence[str]) -> list[InstanceRecord]:
         """Records of `sops` in order; raises NotFoundError naming the first one missing."""

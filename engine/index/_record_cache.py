@@ -1,0 +1,50 @@
+"""Decoded instance records kept by their stored bytes, so a record read again is not decoded again."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from engine.index import _records
+from engine.types import InstanceRecord
+
+DEFAULT_MAX_BYTES = 8 << 20  # of stored record bytes: about 5,000 CT instances
+
+
+class RecordCache:
+    """Thread-safe LRU from a record's stored bytes to its decoded InstanceRecord.
+
+    Decoding a record costs about 45 us (JSON, then the pixel layout), and readers take the same records
+    again and again: every frame of a stack a viewer scrolls, every instance of each C-GET of a series,
+    each metadata request. The key is the stored bytes themselves, so a record that was replaced or
+    changed is a different key and an outdated decode is never returned; entries that are no longer read
+    age out. The records are frozen dataclasses, shared by every reader. Bounded by the stored size of the
+    records it holds.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._items: OrderedDict[bytes, InstanceRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(self, raw: bytes) -> InstanceRecord:
+        """The record stored as `raw`; raises CorruptDataError as `_records.decode_instance` does."""
+        with self._lock:
+            record = self._items.get(raw)
+            if record is not None:
+                self._items.move_to_end(raw)
+                return record
+        record = _records.decode_instance(raw)
+        if len(raw) <= self._max_bytes:
+            with self._lock:
+                if raw not in self._items:
+                    self._items[raw] = record
+                    self._bytes += len(raw)
+                while self._bytes > self._max_bytes:
+                    dropped, _ = self._items.popitem(last=False)
+                    self._bytes -= len(dropped)
+        return record
+
+    def __len__(self) -> int:
+        return len(self._items)
