@@ -8,8 +8,9 @@ header, as PS3.18 8.3.4.1 asks. Nested (sequence) keys are refused with 400.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -106,13 +107,15 @@ _INTEGER_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
 _DECIMAL_VRS = frozenset({"DS", "FL", "FD"})
 
 
-def _columns(fields: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(keyword, tag key, VR) of each field, in tag order: results are built already sorted."""
-    return sorted(((k, f"{ELEMENTS[k][0]:08X}", ELEMENTS[k][1]) for k in fields), key=lambda c: c[1])
+@functools.lru_cache(maxsize=256)
+def _columns(fields: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """(keyword, tag key, VR) of each field, in tag order: results are built already sorted. The same
+    few field lists come with nearly every search, so each is sorted once."""
+    return tuple(sorted(((k, f"{ELEMENTS[k][0]:08X}", ELEMENTS[k][1]) for k in fields), key=lambda c: c[1]))
 
 
 def _result(
-    base: str, level: str, match: Mapping[str, str | int], columns: list[tuple[str, str, str]], every: bool
+    base: str, level: str, match: Mapping[str, str | int], columns: Sequence[tuple[str, str, str]], every: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     url = f"{base}/studies/{match.get('StudyInstanceUID', '')}"
@@ -151,7 +154,7 @@ async def search(request: Request, ctx: WebContext, level: str, scope: Mapping[s
     base = base_url(request)
     await ctx.wait_for(single_uid(criteria.get("StudyInstanceUID")), single_uid(criteria.get("SeriesInstanceUID")))
 
-    columns = _columns(fields)
+    columns = _columns(tuple(fields))
     compress = accepts_gzip(request)
 
     def encode(matches: Iterable[Match]) -> Encoded:
