@@ -8,7 +8,8 @@ from collections import OrderedDict
 from engine.index import _records
 from engine.types import InstanceRecord
 
-DEFAULT_MAX_BYTES = 8 << 20  # of stored record bytes: about 5,000 CT instances
+# Of stored record bytes: about 2,600 CT instances, whose decoded records take about 17 MB more (6.5 kB each).
+DEFAULT_MAX_BYTES = 4 << 20
 
 
 class RecordCache:
