@@ -169,18 +169,25 @@ class CrashHarness:
     def run_import(self, kills: int, *, max_attempts: int = 0) -> CrashReport:
         """`kills` runs of `pacs-engine import` killed mid-run, then one run to completion (every file acked).
 
-        A run that finished before its delay ran out is not a kill; after `max_attempts` rounds
-        (default 4 x kills) the harness stops trying and the report shows fewer kills.
+        A run that finished before its delay ran out is not a kill. Each run imports only what is not
+        stored yet, so runs get shorter: after one finishes first, delays are drawn within the time it
+        took. After `max_attempts` rounds (default 4 x kills) the harness stops trying and the report
+        shows fewer kills.
         """
         report = CrashReport("import", self.seed)
         limit = max_attempts or 4 * kills
+        finished_in: float | None = None  # how long the last run that beat its kill took
         while report.kills < kills and report.attempts < limit:
             report.attempts += 1
             stored = self.stored_uids()
             left = [s.path for s in self.sources.values() if s.sop_instance_uid not in stored]
-            if _import_until_killed(self.archive_dir, left or [s.path for s in self.sources.values()], self._delay()):
+            delay = self._delay() if finished_in is None else self._random.uniform(0.1, 0.9) * finished_in
+            started = time.monotonic()
+            if _import_until_killed(self.archive_dir, left or [s.path for s in self.sources.values()], delay):
                 report.kills += 1
                 report.mid_transfer += 1
+            else:
+                finished_in = time.monotonic() - started
         done = _run_import(self.archive_dir, [s.path for s in self.sources.values()])
         if done.returncode != 0:
             report.problems.append(f"the final import exited {done.returncode}: {done.stderr[-2000:]}")
