@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from net_helpers import serving
 
 from engine.archive import Archive
-from engine.config import load_settings
 from engine.index import IndexEntry
-from engine.net import DicomServer
 from engine.testing.corpus import pydicom_test_files_dir
-from engine.testing.dcmtk import LOOPBACK, run_storescu
+from engine.testing.dcmtk import run_storescu
 from engine.testing.series import SeriesFiles
 from engine.types import InstanceRecord
 
@@ -52,18 +51,13 @@ def corpus_file(name: str) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, ct_series: SeriesFiles, mr_series: SeriesFiles) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("find")
-    settings = load_settings(archive=root / "archive", dicom={"host": LOOPBACK, "port": 0, "ae_title": AE})
     files = {name: corpus_file(name) for name in (*CORPUS, "chrGerm.dcm")}
-    with Archive(settings) as archive:
-        listener = DicomServer(archive, settings.dicom)
-        host, port = listener.start()
-        try:
-            done = run_storescu(host, port, [*ct_series.files, *mr_series.files, *files.values()], called_ae=AE)
-            assert done.returncode == 0, done.stderr
-            archive.wait_for_ingests()
-            yield Server(host, port, archive, files, ct_series, mr_series)
-        finally:
-            listener.stop()
+    with serving(root / "archive", AE) as served:
+        host, port = served.host, served.port
+        done = run_storescu(host, port, [*ct_series.files, *mr_series.files, *files.values()], called_ae=AE)
+        assert done.returncode == 0, done.stderr
+        served.archive.wait_for_ingests()
+        yield Server(host, port, served.archive, files, ct_series, mr_series)
 
 
 def findscu(server: Server, tmp: Path, level: str, keys: Sequence[str], *, model: str = "-S",

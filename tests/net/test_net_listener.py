@@ -35,7 +35,7 @@ pytestmark = pytest.mark.dcmtk
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 US_IMAGE_STORAGE_RETIRED = "1.2.840.10008.5.1.4.1.1.6"
 PRIVATE_SOP_CLASS = "1.2.826.0.1.3680043.9.9999.1"
-Listener = Any  # conftest.Listener: archive, server, host, port, ae_title
+Listener = Any  # net_helpers.Listener: archive, server, host, port, ae_title
 
 # storescu -d prints each C-STORE response's status as "DIMSE Status : 0xa902: ..."
 _STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")

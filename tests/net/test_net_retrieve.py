@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from net_helpers import serving
 
 from engine.archive import Archive
 from engine.config import load_settings
@@ -63,22 +64,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, ct_series: SeriesFiles, mr_
         files[name] = Path(path)
     with StoreSCP(root / "dest", ae_title="DEST") as dest:
         remote = {"DEST": f"{LOOPBACK}:{dest.port}", "NOBODY": f"{LOOPBACK}:1"}
-        settings = load_settings(archive=root / "archive",
-                                 dicom={"host": LOOPBACK, "port": 0, "ae_title": AE, "remote_aes": remote})
-        with Archive(settings) as archive:
-            listener = DicomServer(archive, settings.dicom)
-            host, port = listener.start()
-            try:
-                done = run_storescu(host, port, [*ct_series.files, *mr_series.files], called_ae=AE)
-                assert done.returncode == 0, done.stderr
-                # The real files go in as their exact bytes (storescu re-encodes what it sends), so what comes
-                # back can be compared with the files themselves.
-                for path in files.values():
-                    archive.ingest_file(path)
-                archive.wait_for_ingests()
-                yield Server(host, port, archive, dest, files, ct_series, mr_series)
-            finally:
-                listener.stop()
+        with serving(root / "archive", AE, remote_aes=remote) as served:
+            host, port, archive = served.host, served.port, served.archive
+            done = run_storescu(host, port, [*ct_series.files, *mr_series.files], called_ae=AE)
+            assert done.returncode == 0, done.stderr
+            # The real files go in as their exact bytes (storescu re-encodes what it sends), so what comes
+            # back can be compared with the files themselves.
+            for path in files.values():
+                archive.ingest_file(path)
+            archive.wait_for_ingests()
+            yield Server(host, port, archive, dest, files, ct_series, mr_series)
 
 
 def run(tool: str, server: Server, level: str, keys: Sequence[str], *extra: str) -> tuple[int, str, dict[str, int]]:

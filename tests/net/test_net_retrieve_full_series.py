@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from net_helpers import serving
 
-from engine.archive import Archive
-from engine.config import load_settings
-from engine.net import DicomServer
 from engine.testing.dcmtk import LOOPBACK, StoreSCP, run_storescu
 from engine.testing.series import SeriesFiles, write_ct_series, write_mr_series
 
@@ -46,39 +44,33 @@ def test_get_and_move_of_300_slices_while_storing(tmp_path: Path) -> None:
     ct = SeriesFiles.from_files(write_ct_series(tmp_path / "ct", SLICES))
     more = write_mr_series(tmp_path / "more", 30, rows=256, cols=256, seed=11)
     with StoreSCP(tmp_path / "moved", ae_title="FULL_DEST") as dest:
-        settings = load_settings(archive=tmp_path / "archive", dicom={
-            "host": LOOPBACK, "port": 0, "ae_title": AE, "remote_aes": {"FULL_DEST": f"{LOOPBACK}:{dest.port}"}})
-        with Archive(settings) as archive:
+        with serving(tmp_path / "archive", AE, remote_aes={"FULL_DEST": f"{LOOPBACK}:{dest.port}"}) as served:
+            archive, host, port = served.archive, served.host, served.port
             for path in ct.files:
                 archive.ingest_file(path)
-            listener = DicomServer(archive, settings.dicom)
-            host, port = listener.start()
-            try:
-                got = tmp_path / "got"
-                got.mkdir()
-                jobs: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {
-                    "get": lambda: retrieve("getscu", host, port, ct, "+B", "-od", str(got)),
-                    "move": lambda: retrieve("movescu", host, port, ct, "-aem", "FULL_DEST"),
-                    "store": lambda: run_storescu(host, port, more, called_ae=AE),
-                }
-                results: dict[str, subprocess.CompletedProcess[str]] = {}
-                threads = [threading.Thread(target=lambda k=k, job=job: results.__setitem__(k, job()))
-                           for k, job in jobs.items()]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                for name, done in results.items():
-                    assert done.returncode == 0, f"{name}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
-                archive.wait_for_ingests()
-                sent = {sop_of(p): p for p in ct.files}
-                for label, received in (("C-GET", sorted(got.iterdir())), ("C-MOVE", dest.files())):
-                    by_sop = {sop_of(p): p for p in received}
-                    assert sorted(by_sop) == sorted(sent), f"{label}: {len(by_sop)} of {len(sent)} arrived"
-                    for sop, path in sent.items():
-                        assert data_set(by_sop[sop]) == data_set(path), f"{label}: {sop} differs"
-                for path in more:
-                    assert archive.read_dataset(sop_of(path))[1] == data_set(path)
-                assert archive.verify(deep=False) == []
-            finally:
-                listener.stop()
+            got = tmp_path / "got"
+            got.mkdir()
+            jobs: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {
+                "get": lambda: retrieve("getscu", host, port, ct, "+B", "-od", str(got)),
+                "move": lambda: retrieve("movescu", host, port, ct, "-aem", "FULL_DEST"),
+                "store": lambda: run_storescu(host, port, more, called_ae=AE),
+            }
+            results: dict[str, subprocess.CompletedProcess[str]] = {}
+            threads = [threading.Thread(target=lambda k=k, job=job: results.__setitem__(k, job()))
+                       for k, job in jobs.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for name, done in results.items():
+                assert done.returncode == 0, f"{name}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+            archive.wait_for_ingests()
+            sent = {sop_of(p): p for p in ct.files}
+            for label, received in (("C-GET", sorted(got.iterdir())), ("C-MOVE", dest.files())):
+                by_sop = {sop_of(p): p for p in received}
+                assert sorted(by_sop) == sorted(sent), f"{label}: {len(by_sop)} of {len(sent)} arrived"
+                for sop, path in sent.items():
+                    assert data_set(by_sop[sop]) == data_set(path), f"{label}: {sop} differs"
+            for path in more:
+                assert archive.read_dataset(sop_of(path))[1] == data_set(path)
+            assert archive.verify(deep=False) == []

@@ -14,6 +14,7 @@ from typing import Any, cast
 import numpy as np
 import pydicom
 import pytest
+from net_helpers import serving
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -36,17 +37,10 @@ HTJ2K_RPCL = "1.2.840.10008.1.2.4.202"
 
 @pytest.fixture(scope="module")
 def listener(tmp_path_factory: pytest.TempPathFactory, ct_series: SeriesFiles) -> Iterator[tuple[str, int, Archive]]:
-    root = tmp_path_factory.mktemp("pipeline")
-    settings = load_settings(archive=root / "archive", dicom={"host": LOOPBACK, "port": 0, "ae_title": AE_TITLE})
-    with Archive(settings) as archive:
+    with serving(tmp_path_factory.mktemp("pipeline") / "archive", AE_TITLE) as served:
         for path in ct_series.files:
-            archive.ingest_file(path)
-        server = DicomServer(archive, settings.dicom)
-        host, port = server.start()
-        try:
-            yield host, port, archive
-        finally:
-            server.stop()
+            served.archive.ingest_file(path)
+        yield served.host, served.port, served.archive
 
 
 def _get(host: str, port: int, on_store: Callable[[Any], int], dimse_timeout: float = 30) -> tuple[Any, int]:
