@@ -21,6 +21,7 @@ OWNERS = {
 FORBIDDEN = {
     "types": {"codecs", "dicom", "pixels", "index", "archive", "net", "web", "cli"},
     "errors": {"codecs", "dicom", "pixels", "index", "archive", "net", "web", "cli"},
+    "lru": {"codecs", "dicom", "pixels", "index", "archive", "net", "web", "cli"},
     "codecs": {"dicom", "pixels", "index", "archive", "net", "web", "cli"},
     "dicom": {"codecs", "pixels", "index", "archive", "net", "web", "cli"},
     "pixels": {"index", "archive", "net", "web", "cli"},

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from engine.index import _records
+from engine.lru import LruCache
 from engine.types import InstanceRecord
 
 # Of stored record bytes: about 2,600 CT instances, whose decoded records take about 17 MB more (6.5 kB each).
@@ -25,27 +23,16 @@ class RecordCache:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._max_bytes = max_bytes
-        self._bytes = 0
-        self._items: OrderedDict[bytes, InstanceRecord] = OrderedDict()
-        self._lock = threading.Lock()
+        self._records: LruCache[bytes, InstanceRecord] = LruCache(max_bytes, lambda raw, _record: len(raw))
 
     def decode(self, raw: bytes) -> InstanceRecord:
         """The record stored as `raw`; raises CorruptDataError as `_records.decode_instance` does."""
-        with self._lock:
-            record = self._items.get(raw)
-            if record is not None:
-                self._items.move_to_end(raw)
-                return record
-        record = _records.decode_instance(raw)
-        if len(raw) <= self._max_bytes:
-            with self._lock:
-                if raw not in self._items:
-                    self._items[raw] = record
-                    self._bytes += len(raw)
-                while self._bytes > self._max_bytes:
-                    dropped, _ = self._items.popitem(last=False)
-                    self._bytes -= len(dropped)
+        record = self._records.get(raw)
+        if record is None:
+            record = _records.decode_instance(raw)
+            if len(raw) <= self._max_bytes:
+                self._records.put(raw, record)
         return record
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._records)

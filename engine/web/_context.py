@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from anyio import to_thread
 from starlette.requests import Request
@@ -17,12 +15,11 @@ from starlette.responses import Response
 from engine.archive import Archive
 from engine.dicom import validate_uid
 from engine.errors import InvalidUIDError
+from engine.lru import LruCache
 from engine.web._errors import HttpError
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 GZIP_MIN_BYTES = 1024  # below this gzip's header costs more than it saves
 # Longest a query or listing waits for instances acknowledged by C-STORE / STOW-RS and still being
@@ -42,36 +39,7 @@ class Encoded:
     gzipped: bytes | None
 
 
-class LruCache(Generic[_K, _V]):
-    """A thread-safe LRU bounded by the total size of its values (as `weigh` counts them)."""
-
-    def __init__(self, max_bytes: int, weigh: Callable[[_V], int]) -> None:
-        self._max_bytes = max_bytes
-        self._weigh = weigh
-        self._bytes = 0
-        self._items: OrderedDict[_K, _V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: _K) -> _V | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def put(self, key: _K, value: _V) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= self._weigh(old)
-            self._items[key] = value
-            self._bytes += self._weigh(value)
-            while self._bytes > self._max_bytes and len(self._items) > 1:
-                _, dropped = self._items.popitem(last=False)
-                self._bytes -= self._weigh(dropped)
-
-
-def _encoded_size(item: Encoded) -> int:
+def _encoded_size(_key: object, item: Encoded) -> int:
     return len(item.plain) + len(item.gzipped or b"")
 
 
@@ -85,7 +53,8 @@ class WebContext:
     def __init__(self, archive: Archive, cache_mb: int = 128) -> None:
         self.archive = archive
         self.metadata_cache: LruCache[str, Encoded] = LruCache((cache_mb << 20) // 2, _encoded_size)
-        self.instance_json_cache: LruCache[tuple[str, str, int], bytes] = LruCache((cache_mb << 20) // 2, len)
+        self.instance_json_cache: LruCache[tuple[str, str, int], bytes] = LruCache(
+            (cache_mb << 20) // 2, lambda _key, fragment: len(fragment))
 
     async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a blocking archive call in a worker thread: the event loop never waits on disk or codecs."""
