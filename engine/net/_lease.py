@@ -4,7 +4,9 @@ pynetdicom (pinned 3.0) runs two loops per association: the association reactor,
 DIMSE messages off a queue, and the DUL reactor, which polls the socket, reads PDUs and writes queued
 ones. While a lease is held the association reactor is paused the way pynetdicom's own send_* methods
 pause it, and the DUL reactor neither reads the socket nor writes what is queued for it: anything
-pynetdicom queues meanwhile goes out, in order, after the lease ends. The lease starts only once the
+pynetdicom queues meanwhile goes out, in order, after the lease ends, and before the DUL reads the
+socket again (an abort queued for a peer that sent garbage is sent, not preceded by reading the garbage).
+The lease starts only once the
 DUL reactor has flushed its queue and is between PDUs, so no PDU is split between the two readers.
 """
 
@@ -90,8 +92,13 @@ class SocketLease:
             except OSError:
                 pass  # closed while leased: the DUL reactor finds out on its next poll
             self._sock = None
-        for name in ("_is_transport_event", "_process_recv_primitive"):
-            dul.__dict__.pop(name, None)  # the class's own methods apply again
+        # The class's own methods apply again: sending first, and reading only once what was queued during
+        # the lease is sent. The reactor sends a primitive and acts on it in the same pass of its loop.
+        dul.__dict__.pop("_process_recv_primitive", None)
+        deadline = time.monotonic() + PARK_TIMEOUT
+        while not dul.to_provider_queue.empty() and dul.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.0001)
+        dul.__dict__.pop("_is_transport_event", None)
         dul._idle_timer.restart()  # the lease was activity; do not let the idle timeout count it
         if not self._reactor_was_paused:
             self._assoc._reactor_checkpoint.set()

@@ -81,26 +81,31 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
             messages = wire.MessageReader(sock, limit)
             max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
             idle_since = time.monotonic()
-            while True:
-                if not _readable(sock):
-                    if _wanted_back(assoc, idle_since):
+            try:
+                while True:
+                    if not _readable(sock):
+                        if _wanted_back(assoc, idle_since):
+                            break
+                        continue
+                    pdu = wire.read_pdu(sock, limit)
+                    if not _is_store_request(*pdu, storage_contexts):
+                        _hand_over(assoc, *pdu)  # pynetdicom's DUL takes it from here, then the socket
                         break
-                    continue
-                pdu = wire.read_pdu(sock, limit)
-                if not _is_store_request(*pdu, storage_contexts):
-                    _hand_over(assoc, *pdu)  # pynetdicom's DUL takes it from here, then the socket
-                    break
-                message = messages.next(pdu)
-                _answer(sock, message, storage_contexts[message.context_id], store, max_pdu)
-                received += 1
-                idle_since = time.monotonic()
+                    message = messages.next(pdu)
+                    _answer(sock, message, storage_contexts[message.context_id], store, max_pdu)
+                    received += 1
+                    idle_since = time.monotonic()
+            except (wire.WireError, OSError) as exc:
+                # A broken peer mid-message: nothing of that message was acknowledged, so nothing is lost.
+                # The abort is queued while the lease still holds the DUL, which sends it before reading
+                # another byte. Queued after the lease, the DUL could first read the rest of the bad
+                # message (an unknown PDU: it aborts by itself), and the queued abort then met a state
+                # that refuses one, an exception in pynetdicom's reactor thread.
+                LOGGER.warning("aborting the association from %s: %s", _calling(assoc), exc)
+                assoc.abort(block=False)
     except LeaseError as exc:
         unclaim(assoc)
         LOGGER.debug("C-STOREs left to pynetdicom: %s", exc)
-    except (wire.WireError, OSError) as exc:
-        # A broken peer mid-message: nothing of that message was acknowledged, so nothing is lost.
-        LOGGER.warning("aborting the association from %s: %s", _calling(assoc), exc)
-        assoc.abort(block=False)
     LOGGER.debug("%d C-STOREs received directly from %s", received, _calling(assoc))
 
 

@@ -5,12 +5,13 @@ was acknowledged, and stopping the listener ends an association the direct path 
 from __future__ import annotations
 
 import io
+import select
 import threading
 from pathlib import Path
 from typing import Any
 
 import pydicom
-from pynetdicom import AE
+from pynetdicom import AE, evt
 
 from engine.net import _wire as wire
 from engine.net._lease import SocketLease
@@ -116,3 +117,29 @@ def test_a_pdu_declared_longer_than_the_listener_accepts_is_refused(listener: Li
     assoc.abort()
     assert _echo_status(listener) == 0
     assert listener.archive.stats().instances == 0
+
+
+def test_what_is_queued_during_a_lease_is_sent_before_the_next_read(listener: Listener) -> None:
+    """The lease's promise the direct path's abort relies on: after the lease, the DUL first sends what
+    was queued meanwhile, then reads. Here the peer's C-ECHO-RSP already waits on the socket when the
+    lease ends, and the abort queued during the lease goes out before the DUL reads that response."""
+    order: list[str] = []
+    ae = AE(ae_title="MIXED")
+    ae.add_requested_context(VERIFICATION)
+    handlers = [(evt.EVT_PDU_SENT, lambda event: order.append(f"sent {type(event.pdu).__name__}")),
+                (evt.EVT_PDU_RECV, lambda event: order.append(f"read {type(event.pdu).__name__}"))]  # fmt: skip
+    assoc = ae.associate(listener.host, listener.port, ae_title=listener.ae_title, evt_handlers=handlers)
+    assert assoc.is_established
+    context = assoc.accepted_contexts[0]
+    echo = wire.encode_command({wire.AFFECTED_SOP_CLASS: VERIFICATION, wire.COMMAND_FIELD: 0x0030,
+                                wire.MESSAGE_ID: 7, wire.DATA_SET_TYPE: wire.NO_DATA_SET})  # fmt: skip
+    with SocketLease(assoc, 10) as sock:
+        order.append("lease")
+        sock.sendall(wire.frame_message(int(context.context_id), echo, None, 16384))
+        assert select.select([sock], [], [], 10)[0]  # the C-ECHO-RSP has arrived, unread
+        assoc.abort(block=False)
+    assoc.dul.join(10)
+    assert not assoc.dul.is_alive()
+    after = order[order.index("lease") + 1:]
+    assert after[0] == "sent A_ABORT_RQ"  # before "read P_DATA_TF", which the DUL then ignores
+    assert _echo_status(listener) == 0
