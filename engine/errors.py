@@ -56,3 +56,7 @@ class ConfigError(EngineError, ValueError):
 
 class ClosedError(EngineError, RuntimeError):
     """The archive was closed while an operation was pending."""
+
+
+class NotStoredYetError(EngineError, RuntimeError):
+    """The instance was acknowledged and is visible to queries, but its pixel data is not stored yet."""

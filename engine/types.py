@@ -117,6 +117,12 @@ class Encapsulation:
     trailing: bytes = b""  # anything after the sequence delimiter item inside the element, if any
 
 
+# The layout of a record committed when a network instance is acknowledged, before it is transcoded: its
+# query attributes and header, no pixel data. Queries see it; pixel reads wait for the record that
+# replaces it once the instance is stored (or, in another process, are refused until then).
+PENDING = "pending"
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """Everything the index knows about one stored instance; the header bytes are stored beside it."""
@@ -139,5 +145,11 @@ class InstanceRecord:
     pixel_element_header: bytes = b""  # the pixel element's tag/VR/length bytes as received
     received_at: str = ""  # ISO 8601 UTC
     generation: int = 0  # bumped when an overwrite replaces the instance; names its pixel group
-    layout: str = "frames"  # "frames": one chunk per frame; "raw": the whole native value as one chunk
+    # "frames": one chunk per frame; "raw": the whole native value as one chunk; PENDING: no pixels yet
+    layout: str = "frames"
     query: dict[str, str] = field(default_factory=dict)  # DICOM keyword -> string value, for matching
+
+    @property
+    def pending(self) -> bool:
+        """Acknowledged and journalled, visible to queries, its pixels not stored yet (see PENDING)."""
+        return self.layout == PENDING

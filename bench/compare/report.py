@@ -143,8 +143,10 @@ def render_markdown(results: dict[str, Any], summary: dict[str, Any], plots: Seq
         lines += [meta["note"], ""]
     lines += ["Each cell: median of the repetitions (min–max) and ×ratio to pacs-engine's median. "
               "↑ higher is better, ↓ lower is better. Ingest runs each start the target afresh with empty "
-              "storage; `seconds` ends when every instance is queryable (pacs-engine acknowledges once an "
-              "instance is journalled and indexes it right after: `ack_seconds` is when the sender finished). "
+              "storage; `seconds` ends when every instance is queryable (a series QIDO counts them all; pacs-engine "
+              "acknowledges once an instance is journalled, commits its query record right after and "
+              "transcodes its pixels behind that, so its CPU figure includes the transcodes): `ack_seconds` "
+              "is when the sender finished. "
               "The read phases run against the archive left by the last C-STORE run. Every DCMTK process "
               "(storescu, getscu, movescu, storescp, Orthanc) runs with TCP_NODELAY=1. Orthanc runs with its "
               "defaults apart from storage, ports, AE titles and the DICOMweb plugin (so StorageAccessOnFind is "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -19,9 +20,9 @@ from engine.archive._ingest import Ingestor, IngestResult, parse
 from engine.archive._journal import Journal
 from engine.archive._receiver import Receiver
 from engine.archive._retrieve import Retriever, resolve_syntax
-from engine.archive._verify import sweep_orphans, verify_archive
+from engine.archive._verify import IndexScan, scan_index, sweep_orphans, verify_archive
 from engine.config import Settings, load_settings
-from engine.errors import ClosedError, EngineError
+from engine.errors import ClosedError, EngineError, NotFoundError
 from engine.index import GroupCommitter, Index
 from engine.pixels import LocalPixelStore
 from engine.types import InstanceRecord
@@ -86,8 +87,10 @@ class Archive:
             if not readonly:
                 # The sweep reads every record: only worth it after a shutdown that was not clean.
                 clean = root / ".clean-shutdown"
+                scan: IndexScan | None = None
                 if not clean.exists():
-                    swept = sweep_orphans(self.index, self.pixels)
+                    scan = scan_index(self.index)
+                    swept = sweep_orphans(self.index, self.pixels, scan)
                     if swept:
                         LOGGER.warning(
                             "removed %d orphaned pixel groups left by an interrupted ingest or deletion", swept
@@ -116,6 +119,8 @@ class Archive:
                 recovered = self._receiver.recover(unfinished)
                 if recovered:
                     LOGGER.warning("ingested %d acknowledged instances left in the receive journal", recovered)
+                if scan is not None and scan.pending:
+                    self._drop_unrecovered(scan.pending)
                 self._deleter = Deleter(
                     self.index, self._committer, self.pixels, self._ingestor, self._receiver, self._journal,
                     on_leftover=self._leave_for_sweep,
@@ -202,31 +207,34 @@ class Archive:
     def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None) -> IngestResult:
         """Take an instance from the network: return once it is validated and durable.
 
-        Native pixel data is durable in the receive journal when this returns and is transcoded and
-        indexed moments later by a worker pool (reads in this process wait for it; a crash before it
-        is finished is recovered at the next open). Compressed input is ingested before returning,
-        since only decoding it shows whether it is corrupt. Raises what `ingest` raises.
+        Native pixel data is durable in the receive journal when this returns. Its pending record (query
+        attributes and header, see InstanceRecord.pending) is committed moments later, and a worker pool
+        transcodes and stores it behind the senders (pixel reads in this process wait for that; a crash
+        before it is finished is recovered at the next open). Compressed input is ingested before
+        returning, since only decoding it shows whether it is corrupt. Raises what `ingest` raises.
         """
         if self._receiver is None or self._closed:
             raise ClosedError("the archive is closed or open read-only")
         return self._receiver.accept(data, transfer_syntax_uid)
 
     def wait_for_ingests(
-        self, timeout: float | None = None, *, study: str | None = None, series: str | None = None
+        self, timeout: float | None = None, *, study: str | None = None, series: str | None = None,
+        stored: bool = True,
     ) -> None:
         """Wait until every instance acknowledged so far by `accept` (of `study` / `series` when given)
-        is indexed (or failed, logged).
+        is stored (or failed, logged); with `stored` False, until its pending record is visible to
+        queries, which takes milliseconds, not the transcode.
 
-        With `timeout`, return after that many seconds even if some are still being transcoded: a query
-        answered while senders keep the backlog full. A query of one study or series names it, so it
-        waits only for that study's or series' pending instances, not for everyone else's.
+        With `timeout`, return after that many seconds even if some are still being transcoded. A read
+        of one study or series names it, so it waits only for that study's or series' pending
+        instances, not for everyone else's.
         """
         if self._receiver is not None:
-            self._receiver.wait(None, timeout, study=study, series=series)
+            self._receiver.wait(None, timeout, study=study, series=series, stored=stored)
 
-    def ingests_pending(self, *, study: str | None = None, series: str | None = None) -> bool:
+    def ingests_pending(self, *, study: str | None = None, series: str | None = None, stored: bool = True) -> bool:
         """Whether `wait_for_ingests` with the same scope would wait: a check that never blocks."""
-        return self._receiver is not None and self._receiver.pending(study=study, series=series)
+        return self._receiver is not None and self._receiver.pending(study=study, series=series, stored=stored)
 
     def ingest_file(self, path: Path | str) -> IngestResult:
         """Read a Part-10 file and ingest it; see `ingest`."""
@@ -282,17 +290,44 @@ class Archive:
         """Remove one instance; see delete."""
         return self.delete("instance", sop_uid)
 
+    def _drop_unrecovered(self, sops: list[str]) -> None:
+        """Remove the pending records that the journal replay did not replace with stored instances.
+
+        A pending record is committed after its instance is journalled, and the journal keeps it until
+        the stored record replaces the pending one, so after a crash the replay finishes every one. What
+        is left comes from a copy: a backup whose journal was copied before the instance arrived, and
+        whose index snapshot was taken after. The copy does not hold that instance; its record goes.
+        """
+        committer = self._committer
+        assert committer is not None
+        dropped = [sop for sop in sops if committer.run(functools.partial(self._drop_if_pending, sop)).result()]
+        if dropped:
+            LOGGER.warning("removed %d records of instances acknowledged but absent from the receive journal "
+                           "(an archive copied while it was storing): %s", len(dropped), ", ".join(dropped[:10]))
+
+    def _drop_if_pending(self, sop: str) -> bool:
+        try:
+            if not self.index.get_instance(sop).pending:
+                return False
+        except NotFoundError:
+            return False
+        self.index.delete_instance(sop)
+        return True
+
     def _leave_for_sweep(self) -> None:
         self._needs_sweep = True
 
     # -- retrieve -------------------------------------------------------------------------------------
-    def _settled(self, sop_uid: str | None = None) -> None:
-        """Reads see every instance this process acknowledged, even one still being transcoded."""
+    def _settled(self, sop_uid: str | None = None, *, stored: bool = True) -> None:
+        """Reads see every instance this process acknowledged: stored, even one still being transcoded
+        when it is acknowledged, or with `stored` False, at least its pending record."""
         if self._receiver is not None:
-            self._receiver.wait(sop_uid)
+            self._receiver.wait(sop_uid, stored=stored)
 
     def record(self, sop_uid: str) -> InstanceRecord:
-        """The index record of an instance. Raises NotFoundError."""
+        """The index record of an instance, once stored if this process acknowledged it. In a process
+        that did not, it may be pending (InstanceRecord.pending) and its pixel reads raise
+        NotStoredYetError. Raises NotFoundError."""
         self._settled(sop_uid)
         return self.index.get_instance(sop_uid)
 
@@ -328,15 +363,15 @@ class Archive:
 
     # -- browse ---------------------------------------------------------------------------------------
     def study_uids(self) -> list[str]:
-        self._settled()
+        self._settled(stored=False)
         return self.index.study_uids()
 
     def series_uids(self, study_uid: str) -> list[str]:
-        self._settled()
+        self._settled(stored=False)
         return self.index.series_uids(study_uid)
 
     def instance_uids(self, series_uid: str) -> list[str]:
-        self._settled()
+        self._settled(stored=False)
         return self.index.instance_uids(series_uid)
 
     def stats(self) -> ArchiveStats:

@@ -21,7 +21,7 @@ from engine.errors import (
 )
 from engine.index import GroupCommitter, Index, IndexEntry, PutOutcome
 from engine.pixels import LocalPixelStore
-from engine.types import InstanceRecord, LevelInfo
+from engine.types import PENDING, InstanceRecord, LevelInfo
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,19 +65,20 @@ class Ingestor:
         except NotFoundError:
             return None
 
-    def ingest(self, parsed: dicom.ParsedInstance, *, fallback: bool = False) -> IngestResult:
-        """Store `parsed` durably; see Archive.ingest for what it raises.
+    def ingest(self, parsed: dicom.ParsedInstance, *, acknowledged: bool = False) -> IngestResult:
+        """Store `parsed` durably; see Archive.ingest for what it raises, and ingest_async for
+        `acknowledged`."""
+        return self.ingest_async(parsed, acknowledged=acknowledged).result()
 
-        With `fallback`, pixel data that the profile's codec cannot store verified is kept with the
-        general-purpose lossless codec instead of being refused: for instances already acknowledged.
-        """
-        return self.ingest_async(parsed, fallback=fallback).result()
-
-    def ingest_async(self, parsed: dicom.ParsedInstance, *, fallback: bool = False) -> Future[IngestResult]:
+    def ingest_async(self, parsed: dicom.ParsedInstance, *, acknowledged: bool = False) -> Future[IngestResult]:
         """Transcode, verify and write `parsed` on this thread; the future resolves once it is committed.
 
         What `ingest` would raise before the commit is raised here; what the commit raises is the
         future's. A bulk import hands the next file to this thread instead of waiting for the fsync.
+
+        `acknowledged`: the instance was acknowledged from the journal, which stores it now. Its pending
+        record (see announce) is replaced, and pixel data that the profile's codec cannot store verified is
+        kept with the general-purpose lossless codec instead of being refused.
         """
         dataset_bytes = received_size(parsed)
         digest = dataset_digest(parsed)
@@ -86,17 +87,21 @@ class Ingestor:
         lock.acquire()  # released when the commit is done (on the committer's thread) or on a failure
         try:
             previous = self.existing(sop)
+            if previous is not None and previous.pending and acknowledged:
+                previous = None  # this ingest is what the pending record waits for
             if previous is not None:
                 if previous.digest == digest:
                     lock.release()
                     return _resolved(result_for(previous, "duplicate"))
+                if previous.pending:  # another instance with its UID is being stored: its turn first
+                    raise pending_conflict_error(sop)
                 if not self._overwrite:
                     raise conflict_error(sop)
             generation = previous.generation + 1 if previous is not None else 0
             try:
                 plan = plan_pixels(parsed, self._profile)
             except (VerificationError, CodecUnavailableError) as exc:
-                if not fallback or parsed.pixel is None or parsed.encapsulated:
+                if not acknowledged or parsed.pixel is None or parsed.encapsulated:
                     raise
                 LOGGER.error("%s: %s; keeping its pixel data with zstd instead", sop, exc)
                 plan = plan_raw(parsed)
@@ -120,6 +125,15 @@ class Ingestor:
         result.set_running_or_notify_cancel()
         commit.add_done_callback(lambda done: self._finish(done, result, record, written, lock))
         return result
+
+    def announce(self, parsed: dicom.ParsedInstance, digest: str) -> Future[PutOutcome]:
+        """Commit `parsed`'s pending record (no pixels) for queries; call with its SOP lock held, after
+        checking that no record is stored for it. The instance must be durable elsewhere (the journal)
+        and stored later by ingest_async(acknowledged=True): this record says it exists, not where its
+        pixels are. The future's outcome is "conflict" if a record was stored meanwhile (nothing changes).
+        """
+        record = self._record(parsed, received_size(parsed), 0, digest, 0, None, (), layout=PENDING)
+        return self._committer.submit(IndexEntry(record, parsed.header_prefix, parsed.header_suffix))
 
     def _finish(
         self,
@@ -174,7 +188,21 @@ class Ingestor:
             )
             levels = level_infos(plan, refs)
             stored += sum(r.length for array_refs in refs for r in array_refs)
-        record = InstanceRecord(
+        return self._record(parsed, received, stored, digest, generation, plan, levels), plan is not None
+
+    @staticmethod
+    def _record(
+        parsed: dicom.ParsedInstance,
+        received: int,
+        stored: int,
+        digest: str,
+        generation: int,
+        plan: PixelPlan | None,
+        levels: tuple[LevelInfo, ...],
+        *,
+        layout: str | None = None,
+    ) -> InstanceRecord:
+        return InstanceRecord(
             sop_instance_uid=parsed.sop_instance_uid,
             sop_class_uid=parsed.sop_class_uid,
             study_instance_uid=parsed.study_instance_uid,
@@ -194,9 +222,8 @@ class Ingestor:
             received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             query=dict(parsed.query),
             generation=generation,
-            layout=plan.layout if plan else "frames",
+            layout=layout or (plan.layout if plan else "frames"),
         )
-        return record, plan is not None
 
 
 def _resolved(value: IngestResult) -> Future[IngestResult]:
@@ -210,6 +237,13 @@ def parse(data: bytes | memoryview, transfer_syntax_uid: str | None) -> dicom.Pa
     if transfer_syntax_uid:
         return dicom.parse_dataset(data, transfer_syntax_uid)
     return dicom.parse_part10(data)
+
+
+def pending_conflict_error(sop: str) -> DuplicateInstanceError:
+    return DuplicateInstanceError(
+        f"SOP Instance {sop} is being stored from an earlier send with different content; "
+        "send this one again once that one is stored"
+    )
 
 
 def conflict_error(sop: str) -> DuplicateInstanceError:

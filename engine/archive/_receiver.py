@@ -12,6 +12,12 @@ the sender held it to 0.5-0.65x the rate of a pynetdicom SCP that only writes fi
 transcoding out of the way the same path ran at 1.03x. So workers wait while instances keep arriving
 (until QUIET_SECONDS pass without one) unless the backlog passes HIGH_WATER or a reader is waiting for
 an instance: a burst is acknowledged at wire speed and indexed right after it.
+
+Queries do not wait for that. Right after the acknowledgement the instance's pending record (its query
+attributes and header, no pixels: Ingestor.announce) is committed in the background, and the transcode
+replaces it. The 300-slice CT over one association was queryable 2.4 s after the first C-STORE with
+queries waiting for transcoding (Orthanc: 1.6 s), and once acknowledged (0.8 s) with pending records.
+Reads of pixels and whole instances still wait for the transcode of what they read.
 """
 
 from __future__ import annotations
@@ -38,13 +44,14 @@ from engine.archive._ingest import (
 )
 from engine.archive._journal import Journal, Ticket, read_data
 from engine.errors import EngineError, StorageFullError
+from engine.index import PutOutcome
 
 LOGGER = logging.getLogger(__name__)
 
-# Acknowledged-but-not-yet-indexed instances at most (their bytes wait in the journal, not in memory);
+# Acknowledged-but-not-yet-stored instances at most (their bytes wait in the journal, not in memory);
 # senders wait beyond it. Two 300-slice series arrive at wire speed; more is held to the transcode rate,
-# because queries wait for pending instances: at 2048, eight senders kept ~2,000 pending (a minute of
-# transcoding on 2 cores) and every QIDO waited that long.
+# because reads of pixels wait for pending instances: at 2048, eight senders kept ~2,000 pending (a
+# minute of transcoding on 2 cores), and queries, which then waited for transcodes too, waited that long.
 MAX_BACKLOG = 640
 # Past this many pending, workers transcode even while instances arrive (backpressure, steady state).
 HIGH_WATER = 512
@@ -57,7 +64,8 @@ ROOM_MARGIN = 2 << 20
 @dataclass(frozen=True, slots=True)
 class _Pending:
     digest: str
-    future: Future[None]
+    future: Future[None]  # stored (or failed, logged)
+    visible: Future[PutOutcome]  # its pending record committed (or refused): queries need no more
     study: str  # a query of one study or series waits only for what is pending in it
     series: str
 
@@ -88,7 +96,7 @@ class Receiver:
         count = 0
         for segment in segments:
             for record in self._journal.records(segment):
-                result = self._ingestor.ingest(parse(record.data, record.transfer_syntax_uid), fallback=True)
+                result = self._ingestor.ingest(parse(record.data, record.transfer_syntax_uid), acknowledged=True)
                 count += result.status != "duplicate"  # indexed before the crash: nothing to do
             self._journal.drop_segment(segment)
         return count
@@ -151,10 +159,16 @@ class Receiver:
         except BaseException:
             self._unreserve(len(data))
             raise
+        try:
+            visible = self._ingestor.announce(parsed, digest)  # committed after the acknowledgement
+        except BaseException:  # the committer is closed: refused, so not to be stored from the journal
+            self._journal.release(ticket)
+            self._unreserve(len(data))
+            raise
         future: Future[None] = Future()
         with self._lock:
             self._pending[parsed.sop_instance_uid] = _Pending(
-                digest, future, parsed.study_instance_uid, parsed.series_instance_uid
+                digest, future, visible, parsed.study_instance_uid, parsed.series_instance_uid
             )
         return ticket, future
 
@@ -207,7 +221,7 @@ class Receiver:
         try:
             self._wait_turn()
             data = read_data(self._journal.directory, ticket.segment, ticket.data_offset, ticket.data_length)
-            committed = self._ingestor.ingest_async(parse(data, syntax), fallback=True)
+            committed = self._ingestor.ingest_async(parse(data, syntax), acknowledged=True)
         except BaseException as exc:  # noqa: BLE001 - reported through the instance's future
             self._finish(sop, ticket, future, exc)
             return
@@ -236,38 +250,49 @@ class Receiver:
             self._backlog.release()
             self._unreserve(ticket.data_length)
 
-    def pending(self, *, study: str | None = None, series: str | None = None) -> bool:
-        """Whether any instance acknowledged (of `study` / `series` when given) is not indexed yet."""
+    def pending(self, *, study: str | None = None, series: str | None = None, stored: bool = True) -> bool:
+        """Whether any instance acknowledged (of `study` / `series` when given) is not stored yet, or
+        with `stored` False, not visible to queries yet."""
         with self._lock:
-            return any((study is None or p.study == study) and (series is None or p.series == series)
-                       for p in self._pending.values())
+            return any(self._futures(None, study, series, stored))
+
+    def _futures(
+        self, sop: str | None, study: str | None, series: str | None, stored: bool
+    ) -> list[Future[None]] | list[Future[PutOutcome]]:
+        """What a wait for these pending instances waits on, unresolved ones only (caller holds the lock)."""
+        if sop is not None:
+            chosen = [self._pending[sop]] if sop in self._pending else []
+        else:
+            chosen = [p for p in self._pending.values()
+                      if (study is None or p.study == study) and (series is None or p.series == series)]
+        if stored:
+            return [p.future for p in chosen if not p.future.done()]
+        return [p.visible for p in chosen if not p.visible.done()]
 
     def wait(
         self, sop: str | None = None, timeout: float | None = None, *, study: str | None = None,
-        series: str | None = None,
+        series: str | None = None, stored: bool = True,
     ) -> None:
         """Wait until `sop` (or every instance acknowledged so far, of `study` / `series` when given) is
-        indexed; errors stay logged. With `timeout`, return after that many seconds even if some are
-        still being transcoded.
+        stored, or with `stored` False, visible to queries; errors stay logged. With `timeout`, return
+        after that many seconds even if some are still being transcoded.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if sop is not None:
-                futures = [self._pending[sop].future] if sop in self._pending else []
-            else:
-                futures = [p.future for p in self._pending.values()
-                           if (study is None or p.study == study) and (series is None or p.series == series)]
+            futures = self._futures(sop, study, series, stored)
             if not futures:
                 return
-            self._readers_waiting += 1
+            if stored:  # a reader waits for pixels: transcode now, instead of waiting for quiet
+                self._readers_waiting += 1
         try:
             for f in futures:
                 f.exception(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             LOGGER.debug("answering from the index while %d acknowledged instances are still transcoded", len(futures))
         finally:
-            with self._lock:
-                self._readers_waiting -= 1
+            if stored:
+                with self._lock:
+                    self._readers_waiting -= 1
 
     def close(self) -> None:
         """Transcode everything acknowledged (no more waiting for quiet), then stop the workers; the

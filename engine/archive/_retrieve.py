@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from engine import codecs, dicom
-from engine.errors import CodecUnavailableError, NotFoundError, UnsupportedTransferSyntaxError
+from engine.errors import CodecUnavailableError, NotFoundError, NotStoredYetError, UnsupportedTransferSyntaxError
 from engine.pixels import LocalPixelStore
 from engine.types import (
     CODEC_PASSTHROUGH,
@@ -46,6 +46,14 @@ def stored_syntax(record: InstanceRecord) -> str:
         return record.transfer_syntax_uid
     syntax = codecs.syntax_for_codec(record.codec)
     return syntax if syntax is not None else record.transfer_syntax_uid
+
+
+def _check_stored(record: InstanceRecord) -> None:
+    """Refuse a pending record: it has no pixels to read (NotStoredYetError)."""
+    if record.pending:
+        raise NotStoredYetError(
+            f"instance {record.sop_instance_uid} was received and is still being stored; ask again in a moment"
+        )
 
 
 class Retriever:
@@ -100,6 +108,7 @@ class Retriever:
         return self._pixels.read_chunk(base.chunks[frame], prefix=base.level_prefixes[frame][level])
 
     def _level(self, record: InstanceRecord, frame: int, level: int) -> tuple[PixelDescription, LevelInfo]:
+        _check_stored(record)
         desc = record.pixel
         if desc is None:
             raise NotFoundError(f"{record.sop_instance_uid} has no pixel data")
@@ -123,6 +132,7 @@ class Retriever:
         native or lossy; pixel-identical for lossless compressed input. Raises
         UnsupportedTransferSyntaxError when the pixels cannot be expressed in `target`.
         """
+        _check_stored(record)
         original = record.transfer_syntax_uid
         if record.pixel is None:
             if target == original:

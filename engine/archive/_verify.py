@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.archive._plan import bytes_hash, frame_hash
@@ -21,27 +22,39 @@ LOGGER = logging.getLogger(__name__)
 IN_FLIGHT_SECONDS = 120.0
 
 
-def _referenced(index: Index) -> dict[str, int]:
-    """SOP UID -> generation of every instance whose pixels live in the pixel store."""
-    out: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class IndexScan:
+    """What one pass over every instance record found."""
+
+    referenced: dict[str, int]  # SOP UID -> generation of every instance whose pixels are in the pixel store
+    pending: list[str]  # SOP UIDs of pending records (acknowledged, not stored when the scan ran)
+
+
+def scan_index(index: Index) -> IndexScan:
+    """Read every instance record once."""
+    referenced: dict[str, int] = {}
+    pending: list[str] = []
     for sop in index.iter_instance_uids():
         try:
             record = index.get_instance(sop)
         except NotFoundError:  # deleted between the listing and the read
             continue
         if record.codec is not None:
-            out[sop] = record.generation
-    return out
+            referenced[sop] = record.generation
+        elif record.pending:
+            pending.append(sop)
+    return IndexScan(referenced, pending)
 
 
-def sweep_orphans(index: Index, pixels: LocalPixelStore) -> int:
-    """Remove temporary and unreferenced pixel groups; returns how many were removed.
+def sweep_orphans(index: Index, pixels: LocalPixelStore, scan: IndexScan | None = None) -> int:
+    """Remove temporary and unreferenced pixel groups; returns how many were removed. `scan`: a
+    scan_index of the index as it is now, if the caller has one.
 
     Safe only while nothing ingests into this archive (it runs when a writer opens it).
     """
     removed = len(pixels.temp_dirs())
     pixels.remove_temp_dirs()
-    referenced = _referenced(index)
+    referenced = (scan or scan_index(index)).referenced
     for sop, generation in list(pixels.instance_dirs()):
         if referenced.get(sop) != generation:
             pixels.delete_instance(sop, generation)
@@ -55,10 +68,11 @@ def verify_archive(
     """Every problem found, as a sentence naming the instance; empty when the archive is sound.
 
     `live`: another process is writing the archive, so pixel groups younger than IN_FLIGHT_SECONDS
-    that the index does not reference yet are ingests in flight, not orphans.
+    that the index does not reference yet are ingests in flight, not orphans, and pending records are
+    instances it is storing.
     """
     problems: list[str] = []
-    referenced = _referenced(index)
+    referenced = scan_index(index).referenced
     present = set(pixels.instance_dirs())
     recent = time.time() - IN_FLIGHT_SECONDS if live else float("inf")
     for sop, generation in sorted(present):
@@ -70,6 +84,11 @@ def verify_archive(
     for sop in index.iter_instance_uids():
         try:
             record = index.get_instance(sop)
+            if record.pending:
+                if not live:  # the writer that acknowledged it stopped before storing it
+                    problems.append(f"{sop}: acknowledged but not stored; the receive journal holds it until "
+                                    "the archive is next opened for writing")
+                continue
             problems.extend(_verify_instance(record, pixels, retriever, present, deep))
         except NotFoundError:
             continue

@@ -39,7 +39,8 @@ class GroupCommitter:
     ) -> None:
         """`before_commit` runs on the writer thread before each batch's transaction: the archive passes
         the pixel store's sync, so chunks written without their own fsync are durable before the index
-        refers to them. If it raises, the whole batch fails with that error and nothing is committed.
+        refers to them (a batch of only pending records skips it). If it raises, the whole batch fails
+        with that error and nothing is committed.
         """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
@@ -128,7 +129,8 @@ class GroupCommitter:
         if not live:
             return
         try:
-            if self._before_commit is not None:
+            # Pending records point at no pixels: a batch of only those needs no pixel sync.
+            if self._before_commit is not None and not all(e.entry.record.pending for e, _ in live):
                 self._before_commit()
             outcomes = self._index.put_instances([entry for entry, _ in live])
         except Exception as exc:  # noqa: BLE001 - every failure belongs to the futures, the thread lives on

@@ -29,6 +29,8 @@ class PutOutcome:
     stored: new instance; duplicate: same SOP UID and digest already stored, nothing written; conflict: same SOP
     UID with another digest and no overwrite, nothing written; replaced: the old instance (`previous`) was
     replaced; rejected: nothing written because the entry contradicts the index (`reason` says how).
+    A pending record (InstanceRecord.pending) is stored only where no record is; the record of the stored
+    instance then replaces it as "stored", with the pending record as `previous`.
     """
 
     sop_instance_uid: str

@@ -109,8 +109,16 @@ class IndexWriter(IndexReader):
         rec = prepared.entry.record
         sop = rec.sop_instance_uid
         old = self.find_instance(sop)
+        if old is not None and old.pending and not rec.pending:
+            # The instance acknowledged earlier is stored now: its record takes the pending one's place.
+            # The change log says "store" here, once the instance can be read, not at the pending record.
+            self._unlink(old)
+            self._link(prepared)
+            return PutOutcome(sop, "stored", previous=old, sequence=self._log("store", rec))
         if old is not None and old.digest == rec.digest:
             return PutOutcome(sop, "duplicate")
+        if old is not None and rec.pending:  # a pending record never replaces anything
+            return PutOutcome(sop, "conflict", reason=f"instance {sop} is already stored")
         if old is not None and not prepared.entry.overwrite:
             reason = f"instance {sop} is stored with digest {old.digest}; this one has digest {rec.digest}"
             return PutOutcome(sop, "conflict", reason=reason)
@@ -120,6 +128,8 @@ class IndexWriter(IndexReader):
         if old is not None:
             self._unlink(old)
         self._link(prepared)
+        if rec.pending:
+            return PutOutcome(sop, "stored")
         sequence = self._log("store" if old is None else "replace", rec)
         return PutOutcome(sop, "stored" if old is None else "replaced", previous=old, sequence=sequence)
 

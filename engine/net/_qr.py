@@ -70,7 +70,8 @@ class QueryRetrieveTarget(Protocol):
     def index(self) -> Index: ...
 
     def wait_for_ingests(
-        self, timeout: float | None = None, *, study: str | None = None, series: str | None = None
+        self, timeout: float | None = None, *, study: str | None = None, series: str | None = None,
+        stored: bool = True,
     ) -> None: ...
 
     def record(self, sop_uid: str) -> InstanceRecord: ...
@@ -226,7 +227,7 @@ class QueryRetrieveService:
             LOGGER.warning("C-FIND refused: %s", exc)
             yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
             return
-        self._wait_for(request.criteria)  # a peer that just stored expects to find what it stored
+        self._wait_for(request.criteria, stored=False)  # a peer that just stored expects to find it
         fields = [key.keyword for key in request.requested if key.keyword]
         matches = 0
         try:
@@ -250,10 +251,11 @@ class QueryRetrieveService:
             self._count(event, "C-FIND matches", matches)
         LOGGER.debug("C-FIND %s level: %d matches", request.level, matches)
 
-    def _wait_for(self, criteria: Mapping[str, str]) -> None:
-        """Wait for instances still being transcoded, only those of the study / series asked for if one is."""
+    def _wait_for(self, criteria: Mapping[str, str], *, stored: bool = True) -> None:
+        """Wait for instances acknowledged and not stored yet (with `stored` False: not visible yet), only
+        those of the study / series asked for if one is."""
         self._archive.wait_for_ingests(study=single_uid(criteria.get("StudyInstanceUID")),
-                                       series=single_uid(criteria.get("SeriesInstanceUID")))
+                                       series=single_uid(criteria.get("SeriesInstanceUID")), stored=stored)
 
     # -- what a retrieve sends ----------------------------------------------------------------------
     def _records(self, request: QueryRequest) -> list[InstanceRecord]:

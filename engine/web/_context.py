@@ -22,9 +22,10 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 GZIP_MIN_BYTES = 1024  # below this gzip's header costs more than it saves
-# Longest a query or listing waits for instances acknowledged by C-STORE / STOW-RS and still being
-# transcoded (reads of one instance wait for it in full). The soak test (8 storescu loops, 2 cores)
-# keeps hundreds pending: queries that waited for all of them took 30-60 s. A query of one study or
+# Longest a request waits for instances acknowledged by C-STORE / STOW-RS: a read of a study or series
+# for their transcodes (reads of one instance wait for it in full), a query or a metadata request only
+# for their pending records (milliseconds). The soak test (8 storescu loops, 2 cores) keeps hundreds
+# pending: queries that waited for all their transcodes took 30-60 s. A request naming one study or
 # series waits only for what is pending there (WebContext.wait_for).
 BROWSE_WAIT_SECONDS = 5.0
 _GZIP_LEVEL = 5  # measured on 300-instance CT series metadata: 1020 kB -> 25 kB
@@ -60,11 +61,13 @@ class WebContext:
         """Run a blocking archive call in a worker thread: the event loop never waits on disk or codecs."""
         return await to_thread.run_sync(lambda: fn(*args, **kwargs))
 
-    async def wait_for(self, study: str | None, series: str | None) -> None:
-        """Let instances acknowledged in `study` / `series` (everywhere when None) reach the index first,
-        for at most BROWSE_WAIT_SECONDS: a query never waits for other studies' backlog."""
-        if self.archive.ingests_pending(study=study, series=series):  # the usual case costs no thread hop
-            await self.run(self.archive.wait_for_ingests, BROWSE_WAIT_SECONDS, study=study, series=series)
+    async def wait_for(self, study: str | None, series: str | None, *, stored: bool = True) -> None:
+        """Let instances acknowledged in `study` / `series` (everywhere when None) be stored first, or with
+        `stored` False only visible, for at most BROWSE_WAIT_SECONDS: a request never waits for other
+        studies' backlog."""
+        if self.archive.ingests_pending(study=study, series=series, stored=stored):  # usually no thread hop
+            await self.run(self.archive.wait_for_ingests, BROWSE_WAIT_SECONDS, study=study, series=series,
+                           stored=stored)
 
 
 def uid(value: str, what: str) -> str:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from engine import codecs
+from engine.errors import NotStoredYetError
 from engine.index import IndexReader
 from engine.types import (
     CODEC_PASSTHROUGH,
@@ -241,7 +242,7 @@ def _check_frames(record: InstanceRecord, numbers: Sequence[int], level: int) ->
 
 
 async def frames(request: Request, ctx: WebContext, study: str, series: str, sop: str, frame_list: str) -> Response:
-    record = await instance_record(ctx, study, series, sop)
+    record = await instance_record(ctx, study, series, sop, pixels=True)
     numbers = parse_frame_list(frame_list)
     level = parse_level(request)
     _check_frames(record, numbers, level)
@@ -288,6 +289,8 @@ async def series_frames(request: Request, ctx: WebContext, study: str, series: s
     number = parse_frame_list(request.query_params.get("frame", "1"))[0]
     await ctx.wait_for(study, series)
     records = await ctx.run(ctx.archive.index.read, lambda r: _series_records(r, study, series))
+    if any(r.pending for r in records):  # still being stored after the wait: all of them or none
+        raise NotStoredYetError(f"series {series} has instances still being stored; ask again in a moment")
     records = [r for r in records if r.pixel is not None and r.pixel.frames >= number]
     if not records:
         raise HttpError(404, f"series {series} has no instance with a frame {number}")

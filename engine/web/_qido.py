@@ -152,7 +152,8 @@ async def search(request: Request, ctx: WebContext, level: str, scope: Mapping[s
     if fuzzy not in ("true", "false"):
         raise HttpError(400, f"fuzzymatching={fuzzy!r} is not true or false")
     base = base_url(request)
-    await ctx.wait_for(single_uid(criteria.get("StudyInstanceUID")), single_uid(criteria.get("SeriesInstanceUID")))
+    await ctx.wait_for(single_uid(criteria.get("StudyInstanceUID")), single_uid(criteria.get("SeriesInstanceUID")),
+                       stored=False)  # pending records answer queries
 
     columns = _columns(tuple(fields))
     compress = accepts_gzip(request)

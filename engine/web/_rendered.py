@@ -111,7 +111,7 @@ async def rendered(
 ) -> Response:
     """The instance's frame (the first of `frame_list`, else 1) rendered; the thumbnail fits 128 x 128."""
     choice = choose(parse_accept(request.headers.get("accept")), [JPEG, PNG], what="rendered images")
-    record = await instance_record(ctx, study, series, sop)
+    record = await instance_record(ctx, study, series, sop, pixels=True)
     if record.pixel is None:
         raise HttpError(404, f"instance {sop} has no pixel data to render")
     frame = parse_frame_list(frame_list)[0] if frame_list else (record.pixel.frames + 1) // 2 if thumbnail else 1

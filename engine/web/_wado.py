@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from engine import dicom
+from engine.errors import NotStoredYetError
 from engine.index import IndexReader
 from engine.types import EXPLICIT_VR_LE, IMPLICIT_VR_LE, InstanceRecord
 from engine.web._context import WebContext, base_url, encode_json, json_response, make_etag, not_modified, uid
@@ -36,13 +37,18 @@ def _series_instances(reader: IndexReader, study: str, series: str) -> list[str]
     return reader.instance_uids(series)
 
 
-async def instance_record(ctx: WebContext, study: str, series: str, sop: str) -> InstanceRecord:
-    """The record of an instance addressed by its full path; 404 when any level disagrees."""
+async def instance_record(
+    ctx: WebContext, study: str, series: str, sop: str, *, pixels: bool = False
+) -> InstanceRecord:
+    """The record of an instance addressed by its full path; 404 when any level disagrees. With
+    `pixels`, 503 (NotStoredYetError) while it is pending: acknowledged, its pixels not stored."""
     record = await ctx.run(ctx.archive.record, uid(sop, "SOP Instance UID"))
     if record.study_instance_uid != uid(study, "Study Instance UID") or record.series_instance_uid != uid(
         series, "Series Instance UID"
     ):
         raise HttpError(404, f"instance {sop} is not in series {series} of study {study}")
+    if pixels and record.pending:
+        raise NotStoredYetError(f"instance {sop} was received and is still being stored; ask again in a moment")
     return record
 
 
@@ -153,7 +159,7 @@ async def metadata(request: Request, ctx: WebContext, study: str, series: str | 
     _accept_json(request)
     study = uid(study, "Study Instance UID")
     index = ctx.archive.index
-    await ctx.wait_for(study, series)
+    await ctx.wait_for(study, series, stored=False)  # headers are in pending records already
     if series is None:
         srec = await ctx.run(index.study_record, study)
         etag = make_etag("study", study, srec.updated_at, srec.instance_count, srec.received_bytes)
@@ -217,7 +223,7 @@ def _native_pixels(ctx: WebContext, record: InstanceRecord) -> bytes:
 
 async def bulkdata(request: Request, ctx: WebContext, study: str, series: str, sop: str, path: str) -> Response:
     """A bulk data value: pixel data as native little-endian frames, other elements as stored."""
-    record = await instance_record(ctx, study, series, sop)
+    record = await instance_record(ctx, study, series, sop, pixels=True)
     choice = choose(parse_accept(request.headers.get("accept")), [OCTET_STREAM], what="bulk data")
     if record.pixel is not None and path.upper() == f"{pixel_tag(record):08X}":
         data = await ctx.run(_native_pixels, ctx, record)

@@ -95,16 +95,17 @@ def _storescu(server: ServerHandle, sources: list[Source]) -> list[tuple[Source,
     return results
 
 
-def _indexed(archive_dir: Path) -> int:
+def _stored(archive_dir: Path) -> int:
+    """Instances stored, not only acknowledged: their transcodes no longer reserve room on the disk."""
     with Archive.open(archive_dir, readonly=True) as archive:
-        return archive.stats().instances
+        return sum(not archive.index.get_instance(sop).pending for sop in archive.index.iter_instance_uids())
 
 
 def _fill(server: ServerHandle, archive_dir: Path, sources: list[Source]) -> tuple[list[Source], list[tuple[Source, str]], int]:
     """Send passes of what is not stored yet until a pass stores nothing: the disk is full then.
 
     The server refuses an instance while the instances it acknowledged and is still transcoding might
-    need the space, so one pass may be refused early; between passes everything acknowledged is indexed.
+    need the space, so one pass may be refused early; between passes everything acknowledged is stored.
     """
     acked: list[Source] = []
     passes = 0
@@ -115,7 +116,7 @@ def _fill(server: ServerHandle, archive_dir: Path, sources: list[Source]) -> tup
         refused = [(s, text) for s, text in results if text != "Success"]
         acked += stored
         deadline = time.monotonic() + 60
-        while _indexed(archive_dir) < len(acked) and time.monotonic() < deadline:
+        while _stored(archive_dir) < len(acked) and time.monotonic() < deadline:
             time.sleep(0.05)
         if not stored:
             return acked, refused, passes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +147,35 @@ def test_parts_are_ingested_while_the_body_still_arrives(served: Served, tmp_pat
     assert response.status_code == 200
     assert seen_before_second == [True]
     assert len(response.json()[REFERENCED]["Value"]) == 2
+
+
+def test_stored_instances_are_found_before_they_are_transcoded(served: Served, tmp_path: Path) -> None:
+    """Acknowledged means queryable: QIDO finds a STOW-RS series while its transcodes still wait, and
+    reads of its pixels wait for them instead of seeing a record without pixels."""
+    files = write_mr_series(tmp_path, 3, seed=21)
+    datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
+    pool = served.archive._receiver._pool  # type: ignore[union-attr]
+    gate = threading.Event()
+    # Every transcode worker busy until the gate opens: tasks run in order, so the transcodes queue behind.
+    busy = [pool.submit(gate.wait, 120) for _ in range(pool._max_workers)]
+    try:
+        response = _post(served, [p.read_bytes() for p in files], f"/studies/{study}")
+        assert response.status_code == 200, response.text
+        with served.http() as http:
+            found = http.get(f"/studies/{study}/series/{series}/instances", headers={"Accept": "application/dicom+json"})
+            counted = http.get(f"/studies/{study}/series", params={"includefield": "00201209"},
+                               headers={"Accept": "application/dicom+json"})  # fmt: skip
+        assert found.status_code == 200
+        assert sorted(i["00080018"]["Value"][0] for i in found.json()) == sorted(str(d.SOPInstanceUID) for d in datasets)
+        assert counted.json()[0]["00201209"]["Value"] == [3]
+        assert all(served.archive.index.get_instance(str(d.SOPInstanceUID)).pending for d in datasets)
+    finally:
+        gate.set()
+        for task in busy:
+            task.result(120)
+    sop = str(datasets[1].SOPInstanceUID)
+    back = served.client().retrieve_instance(study, series, sop)  # waits for its transcode
+    assert back.SOPInstanceUID == sop and back.pixel_array.shape == (datasets[1].Rows, datasets[1].Columns)
+    served.archive.wait_for_ingests()
+    assert not any(served.archive.index.get_instance(str(d.SOPInstanceUID)).pending for d in datasets)
