@@ -17,7 +17,9 @@ Queries do not wait for that. Right after the acknowledgement the instance's pen
 attributes and header, no pixels: Ingestor.announce) is committed in the background, and the transcode
 replaces it. The 300-slice CT over one association was queryable 2.4 s after the first C-STORE with
 queries waiting for transcoding (Orthanc: 1.6 s), and once acknowledged (0.8 s) with pending records.
-Reads of pixels and whole instances still wait for the transcode of what they read.
+Reads of pixels and whole instances still wait for the transcode of what they read, and do it on their
+own thread when no worker has started it: a viewer opening a study that has just arrived waits for
+that study, not for the backlog queued before it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -68,6 +71,8 @@ class _Pending:
     visible: Future[PutOutcome]  # its pending record committed (or refused): queries need no more
     study: str  # a query of one study or series waits only for what is pending in it
     series: str
+    syntax: str  # what _store needs, for whichever thread stores it
+    ticket: Ticket
 
 
 class Receiver:
@@ -86,6 +91,9 @@ class Receiver:
         self._backlog = threading.BoundedSemaphore(MAX_BACKLOG)
         self._last_arrival = 0.0  # time.monotonic() of the latest accept
         self._readers_waiting = 0  # readers blocked on pending instances: transcode for them at once
+        # Instances a worker or a reader took on. Weak: a claim lasts as long as its future can still be
+        # reached by the worker's queued turn or a reader's wait, so neither can take it on again.
+        self._claimed: weakref.WeakSet[Future[None]] = weakref.WeakSet()
         self._closing = threading.Event()
         self._reserved = 0  # bytes the transcodes of pending instances may still write
         self._pixel_root = pixel_root
@@ -168,7 +176,7 @@ class Receiver:
         future: Future[None] = Future()
         with self._lock:
             self._pending[parsed.sop_instance_uid] = _Pending(
-                digest, future, visible, parsed.study_instance_uid, parsed.series_instance_uid
+                digest, future, visible, parsed.study_instance_uid, parsed.series_instance_uid, syntax or "", ticket
             )
         return ticket, future
 
@@ -212,14 +220,27 @@ class Receiver:
             self._closing.wait(QUIET_SECONDS - quiet_for)
 
     def _transcode(self, sop: str, syntax: str, ticket: Ticket, future: Future[None]) -> None:
+        """A worker's turn at one journalled instance: store it, unless a reader already did (see wait)."""
+        self._wait_turn()
+        if self._claim(future):
+            self._store(sop, syntax, ticket, future)
+
+    def _claim(self, future: Future[None]) -> bool:
+        """Whether the caller is the one thread to store the instance of `future` (a worker or a reader)."""
+        with self._lock:
+            if future in self._claimed:
+                return False
+            self._claimed.add(future)
+            return True
+
+    def _store(self, sop: str, syntax: str, ticket: Ticket, future: Future[None]) -> None:
         """Transcode and write one journalled instance; its commit finishes it (see _finish).
 
-        The worker does not wait for the commit's fsync: it takes the next instance while the index
+        A worker does not wait for the commit's fsync: it takes the next instance while the index
         commits this one. Waiting left the two workers idle most of the time (a 300-slice burst took
         four times its transcode CPU to index).
         """
         try:
-            self._wait_turn()
             data = read_data(self._journal.directory, ticket.segment, ticket.data_offset, ticket.data_length)
             committed = self._ingestor.ingest_async(parse(data, syntax), acknowledged=True)
         except BaseException as exc:  # noqa: BLE001 - reported through the instance's future
@@ -256,15 +277,18 @@ class Receiver:
         with self._lock:
             return any(self._futures(None, study, series, stored))
 
+    def _chosen(self, sop: str | None, study: str | None, series: str | None) -> list[tuple[str, _Pending]]:
+        """The pending instances a wait is about (caller holds the lock)."""
+        if sop is not None:
+            return [(sop, self._pending[sop])] if sop in self._pending else []
+        return [(key, p) for key, p in self._pending.items()
+                if (study is None or p.study == study) and (series is None or p.series == series)]
+
     def _futures(
         self, sop: str | None, study: str | None, series: str | None, stored: bool
     ) -> list[Future[None]] | list[Future[PutOutcome]]:
         """What a wait for these pending instances waits on, unresolved ones only (caller holds the lock)."""
-        if sop is not None:
-            chosen = [self._pending[sop]] if sop in self._pending else []
-        else:
-            chosen = [p for p in self._pending.values()
-                      if (study is None or p.study == study) and (series is None or p.series == series)]
+        chosen = [p for _, p in self._chosen(sop, study, series)]
         if stored:
             return [p.future for p in chosen if not p.future.done()]
         return [p.visible for p in chosen if not p.visible.done()]
@@ -282,9 +306,17 @@ class Receiver:
             futures = self._futures(sop, study, series, stored)
             if not futures:
                 return
+            chosen = self._chosen(sop, study, series) if stored else []
             if stored:  # a reader waits for pixels: transcode now, instead of waiting for quiet
                 self._readers_waiting += 1
         try:
+            # What the reader waits for is stored on its own thread, ahead of the workers' queue: a viewer
+            # opening a study that has just arrived waits for its instances, not for everyone's backlog.
+            for key, p in chosen:
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                if self._claim(p.future):
+                    self._store(key, p.syntax, p.ticket, p.future)
             for f in futures:
                 f.exception(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
