@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.archive._archive import Archive, ArchiveInUseError, ArchiveStats
 from engine.archive._delete import DELETE_LEVELS, DeleteLevel, DeleteResult, DeletionDisabledError
 from engine.archive._ingest import IngestResult
-from engine.archive._retrieve import stored_syntax
+from engine.archive._retrieve import check_stored, stored_syntax
 
 __all__ = [
     "DELETE_LEVELS",
@@ -16,5 +16,6 @@ __all__ = [
     "DeleteResult",
     "DeletionDisabledError",
     "IngestResult",
+    "check_stored",
     "stored_syntax",
 ]

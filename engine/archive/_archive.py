@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -22,8 +21,8 @@ from engine.archive._receiver import Receiver
 from engine.archive._retrieve import Retriever, resolve_syntax
 from engine.archive._verify import IndexScan, scan_index, sweep_orphans, verify_archive
 from engine.config import Settings, load_settings
-from engine.errors import ClosedError, EngineError, NotFoundError
-from engine.index import GroupCommitter, Index
+from engine.errors import ClosedError, EngineError
+from engine.index import GroupCommitter, Index, IndexWriter
 from engine.pixels import LocalPixelStore
 from engine.types import InstanceRecord
 
@@ -300,19 +299,15 @@ class Archive:
         """
         committer = self._committer
         assert committer is not None
-        dropped = [sop for sop in sops if committer.run(functools.partial(self._drop_if_pending, sop)).result()]
+
+        def drop(writer: IndexWriter) -> list[str]:  # still pending after the replay, in one transaction
+            return [writer.delete_instance(sop).sop_instance_uid for sop in sops
+                    if (record := writer.find_instance(sop)) is not None and record.pending]
+
+        dropped = committer.run(lambda: self.index.write(drop)).result()
         if dropped:
             LOGGER.warning("removed %d records of instances acknowledged but absent from the receive journal "
                            "(an archive copied while it was storing): %s", len(dropped), ", ".join(dropped[:10]))
-
-    def _drop_if_pending(self, sop: str) -> bool:
-        try:
-            if not self.index.get_instance(sop).pending:
-                return False
-        except NotFoundError:
-            return False
-        self.index.delete_instance(sop)
-        return True
 
     def _leave_for_sweep(self) -> None:
         self._needs_sweep = True

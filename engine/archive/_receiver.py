@@ -275,7 +275,7 @@ class Receiver:
         """Whether any instance acknowledged (of `study` / `series` when given) is not stored yet, or
         with `stored` False, not visible to queries yet."""
         with self._lock:
-            return any(self._futures(None, study, series, stored))
+            return any(_unresolved(self._chosen(None, study, series), stored))
 
     def _chosen(self, sop: str | None, study: str | None, series: str | None) -> list[tuple[str, _Pending]]:
         """The pending instances a wait is about (caller holds the lock)."""
@@ -283,15 +283,6 @@ class Receiver:
             return [(sop, self._pending[sop])] if sop in self._pending else []
         return [(key, p) for key, p in self._pending.items()
                 if (study is None or p.study == study) and (series is None or p.series == series)]
-
-    def _futures(
-        self, sop: str | None, study: str | None, series: str | None, stored: bool
-    ) -> list[Future[None]] | list[Future[PutOutcome]]:
-        """What a wait for these pending instances waits on, unresolved ones only (caller holds the lock)."""
-        chosen = [p for _, p in self._chosen(sop, study, series)]
-        if stored:
-            return [p.future for p in chosen if not p.future.done()]
-        return [p.visible for p in chosen if not p.visible.done()]
 
     def wait(
         self, sop: str | None = None, timeout: float | None = None, *, study: str | None = None,
@@ -303,16 +294,16 @@ class Receiver:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            futures = self._futures(sop, study, series, stored)
+            chosen = self._chosen(sop, study, series)
+            futures = _unresolved(chosen, stored)
             if not futures:
                 return
-            chosen = self._chosen(sop, study, series) if stored else []
             if stored:  # a reader waits for pixels: transcode now, instead of waiting for quiet
                 self._readers_waiting += 1
         try:
-            # What the reader waits for is stored on its own thread, ahead of the workers' queue: a viewer
+            # What a reader waits for is stored on its own thread, ahead of the workers' queue: a viewer
             # opening a study that has just arrived waits for its instances, not for everyone's backlog.
-            for key, p in chosen:
+            for key, p in chosen if stored else ():
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 if self._claim(p.future):
@@ -331,6 +322,14 @@ class Receiver:
         last commits finish when the archive closes its committer, after this."""
         self._closing.set()
         self._pool.shutdown(wait=True)
+
+
+def _unresolved(chosen: list[tuple[str, _Pending]], stored: bool) -> list[Future[None]] | list[Future[PutOutcome]]:
+    """What a wait for the `chosen` pending instances waits on: their storing, or with `stored` False their
+    pending records' commits; unresolved ones only."""
+    if stored:
+        return [p.future for _, p in chosen if not p.future.done()]
+    return [p.visible for _, p in chosen if not p.visible.done()]
 
 
 def _accepted(parsed: dicom.ParsedInstance, status: str) -> IngestResult:

@@ -48,7 +48,7 @@ def stored_syntax(record: InstanceRecord) -> str:
     return syntax if syntax is not None else record.transfer_syntax_uid
 
 
-def _check_stored(record: InstanceRecord) -> None:
+def check_stored(record: InstanceRecord) -> None:
     """Refuse a pending record: it has no pixels to read (NotStoredYetError)."""
     if record.pending:
         raise NotStoredYetError(
@@ -108,7 +108,7 @@ class Retriever:
         return self._pixels.read_chunk(base.chunks[frame], prefix=base.level_prefixes[frame][level])
 
     def _level(self, record: InstanceRecord, frame: int, level: int) -> tuple[PixelDescription, LevelInfo]:
-        _check_stored(record)
+        check_stored(record)
         desc = record.pixel
         if desc is None:
             raise NotFoundError(f"{record.sop_instance_uid} has no pixel data")
@@ -132,7 +132,7 @@ class Retriever:
         native or lossy; pixel-identical for lossless compressed input. Raises
         UnsupportedTransferSyntaxError when the pixels cannot be expressed in `target`.
         """
-        _check_stored(record)
+        check_stored(record)
         original = record.transfer_syntax_uid
         if record.pixel is None:
             if target == original:

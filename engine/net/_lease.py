@@ -6,8 +6,8 @@ ones. While a lease is held the association reactor is paused the way pynetdicom
 pause it, and the DUL reactor neither reads the socket nor writes what is queued for it: anything
 pynetdicom queues meanwhile goes out, in order, after the lease ends, and before the DUL reads the
 socket again (an abort queued for a peer that sent garbage is sent, not preceded by reading the garbage).
-The lease starts only once the
-DUL reactor has flushed its queue and is between PDUs, so no PDU is split between the two readers.
+The lease starts only once the DUL reactor has flushed its queue and is between PDUs, so no PDU is split
+between the two readers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +24,17 @@ if TYPE_CHECKING:
 PARK_TIMEOUT = 10.0  # seconds for the DUL reactor to drain its queue; it polls every millisecond
 # How often a parked DUL reactor looks at its kill flag and ARTIM timer: nothing else needs it meanwhile.
 PARKED_POLL_SECONDS = 0.05
+
+
+def _poll_until(condition: Callable[[], bool]) -> bool:
+    """Whether `condition` became true within PARK_TIMEOUT, checked every 0.1 ms (pynetdicom's reactors
+    give no event to wait on)."""
+    deadline = time.monotonic() + PARK_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0001)
+    return True
 
 
 class LeaseError(Exception):
@@ -49,12 +61,9 @@ class SocketLease:
         # The association reactor: paused already when the lease is taken from a service handler.
         self._reactor_was_paused = not assoc._reactor_checkpoint.is_set()
         assoc._reactor_checkpoint.clear()
-        deadline = time.monotonic() + PARK_TIMEOUT
-        while not assoc._is_paused:
-            if time.monotonic() > deadline:
-                self._restore()
-                raise LeaseError("the association reactor did not pause")
-            time.sleep(0.0001)
+        if not _poll_until(lambda: assoc._is_paused):
+            self._restore()
+            raise LeaseError("the association reactor did not pause")
 
         def transport_parked() -> bool:  # replaces the DUL's "read a PDU if the socket has one"
             if self._parked.is_set():
@@ -95,9 +104,7 @@ class SocketLease:
         # The class's own methods apply again: sending first, and reading only once what was queued during
         # the lease is sent. The reactor sends a primitive and acts on it in the same pass of its loop.
         dul.__dict__.pop("_process_recv_primitive", None)
-        deadline = time.monotonic() + PARK_TIMEOUT
-        while not dul.to_provider_queue.empty() and dul.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.0001)
+        _poll_until(lambda: dul.to_provider_queue.empty() or not dul.is_alive())
         dul.__dict__.pop("_is_transport_event", None)
         dul._idle_timer.restart()  # the lease was activity; do not let the idle timeout count it
         if not self._reactor_was_paused:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from engine import dicom
-from engine.errors import NotStoredYetError
+from engine.archive import check_stored
 from engine.index import IndexReader
 from engine.types import EXPLICIT_VR_LE, IMPLICIT_VR_LE, InstanceRecord
 from engine.web._context import WebContext, base_url, encode_json, json_response, make_etag, not_modified, uid
@@ -47,8 +47,8 @@ async def instance_record(
         series, "Series Instance UID"
     ):
         raise HttpError(404, f"instance {sop} is not in series {series} of study {study}")
-    if pixels and record.pending:
-        raise NotStoredYetError(f"instance {sop} was received and is still being stored; ask again in a moment")
+    if pixels:
+        check_stored(record)
     return record
 
 

@@ -8,8 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -17,21 +15,7 @@ import pydicom
 from engine.archive import Archive
 from engine.testing.crash import Source
 from engine.testing.series import write_mr_series
-
-
-@contextmanager
-def workers_held(archive: Archive) -> Iterator[None]:
-    """Every transcode worker busy until the block ends: what is acknowledged meanwhile stays pending
-    unless a reader stores it (tasks run in order, so the transcodes queue behind these)."""
-    pool = archive._receiver._pool  # type: ignore[union-attr]
-    gate = threading.Event()
-    busy = [pool.submit(gate.wait, 120) for _ in range(pool._max_workers)]
-    try:
-        yield
-    finally:
-        gate.set()
-        for task in busy:
-            task.result(120)
+from engine.testing.transcodes import workers_held
 
 
 def test_waiting_for_one_study_skips_another_studys_backlog(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ every transcode worker is held busy. A C-GET of the same series waits for the tr
 from __future__ import annotations
 
 import subprocess
-import threading
 from pathlib import Path
 
 import pydicom
@@ -13,6 +12,7 @@ from net_helpers import serving
 
 from engine.testing.dcmtk import run_storescu
 from engine.testing.series import write_mr_series
+from engine.testing.transcodes import workers_held
 
 pytestmark = pytest.mark.dcmtk
 
@@ -24,10 +24,7 @@ def test_findscu_finds_instances_whose_transcodes_wait(tmp_path: Path) -> None:
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     series = str(first.SeriesInstanceUID)
     with serving(tmp_path / "archive", AE) as listener:
-        pool = listener.archive._receiver._pool  # type: ignore[union-attr]
-        gate = threading.Event()
-        busy = [pool.submit(gate.wait, 120) for _ in range(pool._max_workers)]  # transcodes queue behind
-        try:
+        with workers_held(listener.archive):
             stored = run_storescu(listener.host, listener.port, files, called_ae=AE)
             assert stored.returncode == 0, stored.stderr
             out = tmp_path / "found"
@@ -43,10 +40,6 @@ def test_findscu_finds_instances_whose_transcodes_wait(tmp_path: Path) -> None:
             assert int(answer.NumberOfSeriesRelatedInstances) == len(files)
             assert all(listener.archive.index.get_instance(str(pydicom.dcmread(p, stop_before_pixels=True)
                                                                .SOPInstanceUID)).pending for p in files)  # fmt: skip
-        finally:
-            gate.set()
-            for task in busy:
-                task.result(120)
         got = tmp_path / "got"
         got.mkdir()
         fetched = subprocess.run(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from requests.exceptions import HTTPError
 from web_helpers import Served, multipart_body, wait_until
 
 from engine.testing.series import write_mr_series
+from engine.testing.transcodes import workers_held
 from engine.web import HTTP_STATUS_TABLE
 
 CONTENT_TYPE = 'multipart/related; type="application/dicom"; boundary={}'
@@ -155,11 +155,7 @@ def test_stored_instances_are_found_before_they_are_transcoded(served: Served, t
     files = write_mr_series(tmp_path, 3, seed=21)
     datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
     study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
-    pool = served.archive._receiver._pool  # type: ignore[union-attr]
-    gate = threading.Event()
-    # Every transcode worker busy until the gate opens: tasks run in order, so the transcodes queue behind.
-    busy = [pool.submit(gate.wait, 120) for _ in range(pool._max_workers)]
-    try:
+    with workers_held(served.archive):
         response = _post(served, [p.read_bytes() for p in files], f"/studies/{study}")
         assert response.status_code == 200, response.text
         with served.http() as http:
@@ -170,10 +166,6 @@ def test_stored_instances_are_found_before_they_are_transcoded(served: Served, t
         assert sorted(i["00080018"]["Value"][0] for i in found.json()) == sorted(str(d.SOPInstanceUID) for d in datasets)
         assert counted.json()[0]["00201209"]["Value"] == [3]
         assert all(served.archive.index.get_instance(str(d.SOPInstanceUID)).pending for d in datasets)
-    finally:
-        gate.set()
-        for task in busy:
-            task.result(120)
     sop = str(datasets[1].SOPInstanceUID)
     back = served.client().retrieve_instance(study, series, sop)  # waits for its transcode
     assert back.SOPInstanceUID == sop and back.pixel_array.shape == (datasets[1].Rows, datasets[1].Columns)
