@@ -119,14 +119,27 @@ class Archive:
                 if recovered:
                     LOGGER.warning("ingested %d acknowledged instances left in the receive journal", recovered)
                 if scan is not None and scan.pending:
-                    self._drop_unrecovered(scan.pending)
+                    # Not those the replay could not store yet: they stay pending, to be tried again.
+                    self._drop_unrecovered([sop for sop in scan.pending if not self._receiver.holds(sop)])
                 self._deleter = Deleter(
                     self.index, self._committer, self.pixels, self._ingestor, self._receiver, self._journal,
                     on_leftover=self._leave_for_sweep,
                 )  # fmt: skip
         except BaseException:
-            self._unlock()
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        """Release what a failed open took: an archive that did not open can be opened again later."""
+        for part in ("_receiver", "_committer", "_journal", "index", "pixels"):
+            resource = getattr(self, part, None)
+            if resource is None:
+                continue
+            try:
+                resource.close()
+            except Exception:  # the open's own error is the one to report
+                LOGGER.debug("closing %s after a failed open", part, exc_info=True)
+        self._unlock()
 
     @classmethod
     def open(
@@ -164,8 +177,10 @@ class Archive:
         if self._closed:
             return
         self._closed = True
-        if self._receiver is not None:
-            self._receiver.close()  # every acknowledged instance is indexed before the index closes
+        # Every acknowledged instance is indexed before the index closes, but those whose store failed:
+        # they stay in the journal and pending, and may have left pixel bytes to sweep.
+        if self._receiver is not None and self._receiver.close():
+            self._needs_sweep = True
         if self._committer is not None:
             self._committer.close()
         if self._journal is not None:
@@ -386,7 +401,8 @@ class Archive:
         """Problems found: index and pixel store disagree, chunk length/checksum, (deep) frame hashes."""
         self._settled()
         live = self.readonly and self._writer_active()
-        return verify_archive(self.index, self.pixels, self._retriever, deep=deep, live=live)
+        storing = self._receiver.holds if self._receiver is not None else (lambda sop: False)
+        return verify_archive(self.index, self.pixels, self._retriever, deep=deep, live=live, storing=storing)
 
     def _writer_active(self) -> bool:
         """Whether another process holds the archive open for writing."""

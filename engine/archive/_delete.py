@@ -162,8 +162,8 @@ class Deleter:
 
         Listed instances are indexed, and the receiver journals an instance only while it is not indexed,
         so their records are all in segments that exist now: rotate away from them and let the workers
-        release them. A segment stays only while a record in it is unindexed (its transcode failed): it is
-        replayed at the next open, so an instance of `sops` in it must not be deleted before then.
+        release them. A segment stays only while a record in it is unindexed (its store failed and is tried
+        again; the next open replays it), so an instance of `sops` in it must not be deleted before then.
         """
         self._journal.rotate()
         self._receiver.wait()
@@ -177,7 +177,7 @@ class Deleter:
                 segment, sop = holding[0]
                 raise EngineError(
                     f"instance {sop} is still in receive journal segment {segment}, which holds an instance "
-                    "whose storing failed: restart the archive (it stores the journal again at open), then delete"
+                    "whose storing failed and is tried again (the log says why): delete once it is stored"
                 )
             self._receiver.wait()
             time.sleep(0.05)

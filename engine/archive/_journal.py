@@ -41,6 +41,8 @@ class JournalRecord:
     transfer_syntax_uid: str
     digest: str
     data: bytes
+    data_offset: int  # where `data` starts in the segment file
+    end: int  # byte offset just past the record
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +212,15 @@ class Journal:
             if zlib.crc32(body) != crc:
                 raise CorruptDataError(f"journal segment {segment}: record at byte {pos} fails its checksum")
             header = json.loads(data[start : start + header_len])
-            yield JournalRecord(segment, header["sop"], header["ts"], header["digest"], body)
+            yield JournalRecord(segment, header["sop"], header["ts"], header["digest"], body, start + header_len, end)
             pos = end
+
+    def adopt(self, record: JournalRecord) -> Ticket:
+        """Count a recovered record as outstanding again (it could not be indexed yet): its segment stays
+        until release(ticket), and the next open replays it if this process does not get that far."""
+        with self._lock:
+            self._outstanding[record.segment] = self._outstanding.get(record.segment, 0) + 1
+        return Ticket(record.segment, record.end, record.data_offset, len(record.data))
 
     def drop_segment(self, segment: str) -> None:
         """Delete a recovered segment (never the one being written)."""

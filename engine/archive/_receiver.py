@@ -32,7 +32,7 @@ import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine import dicom
@@ -45,8 +45,8 @@ from engine.archive._ingest import (
     received_size,
     result_for,
 )
-from engine.archive._journal import Journal, Ticket, read_data
-from engine.errors import EngineError, StorageFullError
+from engine.archive._journal import Journal, JournalRecord, Ticket, read_data
+from engine.errors import ClosedError, EngineError, StorageFullError
 from engine.index import PutOutcome
 
 LOGGER = logging.getLogger(__name__)
@@ -62,6 +62,11 @@ HIGH_WATER = 512
 QUIET_SECONDS = 0.05
 # Room kept free beyond the pixels of pending instances: index pages of their commits, metadata files.
 ROOM_MARGIN = 2 << 20
+# An acknowledged instance whose store failed (a disk filled by something else, an I/O error) stays
+# pending, its bytes in the journal, and is tried again after this long, doubling up to RETRY_MAX_SECONDS;
+# a read of it tries at once. Without this it stayed unreadable until the archive was opened again.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class _Pending:
     series: str
     syntax: str  # what _store needs, for whichever thread stores it
     ticket: Ticket
+    failures: int = 0  # failed attempts to store it so far
 
 
 class Receiver:
@@ -95,19 +101,63 @@ class Receiver:
         # reached by the worker's queued turn or a reader's wait, so neither can take it on again.
         self._claimed: weakref.WeakSet[Future[None]] = weakref.WeakSet()
         self._closing = threading.Event()
+        self._retries: dict[Future[None], threading.Timer] = {}  # failed instances' next attempts
+        self._unstored = 0  # instances whose store failed for good in this process: the next open
         self._reserved = 0  # bytes the transcodes of pending instances may still write
         self._pixel_root = pixel_root
         self._same_volume = pixel_root is None or os.stat(pixel_root).st_dev == os.stat(journal.directory).st_dev
 
     def recover(self, segments: list[str]) -> int:
-        """Ingest journalled instances a crash left unindexed; returns how many were ingested."""
+        """Ingest journalled instances a crash (or a failed store) left unindexed; returns how many were.
+
+        One that cannot be stored now (the disk is still full) stays pending and is tried again like a
+        failed store at run time, so the archive opens and serves what it holds meanwhile. A segment goes
+        once every record in it is indexed.
+        """
         count = 0
         for segment in segments:
+            kept = 0
             for record in self._journal.records(segment):
-                result = self._ingestor.ingest(parse(record.data, record.transfer_syntax_uid), acknowledged=True)
+                try:
+                    parsed = parse(record.data, record.transfer_syntax_uid)
+                except EngineError as exc:  # it parsed when it was received: keep it for a fixed version
+                    LOGGER.error("journalled instance %s does not parse (%s); kept in %s", record.sop_instance_uid,
+                                 exc, segment)
+                    self._journal.adopt(record)  # never released here: its segment stays
+                    kept += 1
+                    continue
+                try:
+                    result = self._ingestor.ingest(parsed, acknowledged=True)
+                except (EngineError, OSError) as exc:
+                    kept += 1
+                    self._keep_recovered(record, parsed, exc)
+                    continue
                 count += result.status != "duplicate"  # indexed before the crash: nothing to do
-            self._journal.drop_segment(segment)
+            if not kept:
+                self._journal.drop_segment(segment)
         return count
+
+    def _keep_recovered(self, record: JournalRecord, parsed: dicom.ParsedInstance, error: BaseException) -> None:
+        """Hold a journalled instance the replay could not store as pending, with a retry scheduled."""
+        sop = record.sop_instance_uid
+        ticket = self._journal.adopt(record)
+        if not self._backlog.acquire(blocking=False):
+            LOGGER.error("journalled instance %s could not be stored (%s); the next open tries again", sop, error)
+            with self._lock:
+                self._unstored += 1
+            return
+        with self._lock:
+            self._reserved += ticket.data_length + ticket.data_length // 8  # released as _finish does
+        if self._ingestor.existing(sop) is None:  # the crash came before its pending record's commit
+            visible = self._ingestor.announce(parsed, record.digest)
+        else:
+            visible = Future()  # queries find it already
+            visible.set_result(PutOutcome(sop, "duplicate"))
+        pending = _Pending(record.digest, Future(), visible, parsed.study_instance_uid,
+                           parsed.series_instance_uid, record.transfer_syntax_uid, ticket)
+        with self._lock:
+            self._pending[sop] = pending
+            self._schedule_retry(sop, pending, error)
 
     def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None) -> IngestResult:
         """Validate and durably journal one instance; see Archive.accept."""
@@ -249,7 +299,13 @@ class Receiver:
         committed.add_done_callback(lambda done: self._finish(sop, ticket, future, done.exception()))
 
     def _finish(self, sop: str, ticket: Ticket, future: Future[None], error: BaseException | None) -> None:
-        """Resolve a pending instance: release its journal record once indexed, free its backlog slot."""
+        """Resolve a pending instance: release its journal record once indexed, free its backlog slot.
+
+        A failed attempt keeps the instance pending, with its slot, for another one (unless closing).
+        """
+        if error is not None and self._retry_later(sop, future, error):
+            future.set_exception(error)  # this attempt's waiters go on; the next attempt has its own future
+            return
         try:
             if error is None:
                 try:
@@ -257,12 +313,13 @@ class Receiver:
                 except OSError as exc:  # indexed all the same; the segment goes at the next open
                     LOGGER.warning("could not release the journal record of %s: %s", sop, exc)
                 future.set_result(None)
-            elif isinstance(error, EngineError):
-                # Still durable in the journal: the next open ingests it again.
-                LOGGER.error("acknowledged instance %s is journalled but not yet stored: %s", sop, error)
-                future.set_exception(error)
-            else:
-                LOGGER.error("acknowledged instance %s is journalled but not yet stored", sop, exc_info=error)
+            else:  # still durable in the journal: the next open ingests it again
+                with self._lock:
+                    self._unstored += 1
+                if isinstance(error, EngineError):
+                    LOGGER.error("acknowledged instance %s is journalled but not yet stored: %s", sop, error)
+                else:
+                    LOGGER.error("acknowledged instance %s is journalled but not yet stored", sop, exc_info=error)
                 future.set_exception(error)
         finally:
             with self._lock:
@@ -270,6 +327,44 @@ class Receiver:
                     del self._pending[sop]
             self._backlog.release()
             self._unreserve(ticket.data_length)
+
+    def _retry_later(self, sop: str, future: Future[None], error: BaseException) -> bool:
+        """Replace the failed attempt `future` of `sop` by a new one, scheduled; False when closing."""
+        with self._lock:
+            current = self._pending.get(sop)
+            if self._closing.is_set() or current is None or current.future is not future:
+                return False
+            self._schedule_retry(sop, replace(current, future=Future()), error)
+            return True
+
+    def _schedule_retry(self, sop: str, pending: _Pending, error: BaseException) -> None:
+        """Register `pending` (one more failure) and start the timer of its next attempt; holds the lock."""
+        pending = replace(pending, failures=pending.failures + 1)
+        self._pending[sop] = pending
+        delay = min(RETRY_FIRST_SECONDS * 2 ** (pending.failures - 1), RETRY_MAX_SECONDS)
+        timer = threading.Timer(delay, self._retry, args=(sop, pending.future))
+        timer.daemon = True
+        self._retries[pending.future] = timer
+        timer.start()
+        LOGGER.error("acknowledged instance %s is journalled but could not be stored (attempt %d: %s); trying "
+                     "again in %.0f s", sop, pending.failures, error, delay)
+
+    def _retry(self, sop: str, future: Future[None]) -> None:
+        """A retry timer fired: queue the attempt for a worker, unless it was superseded or taken."""
+        with self._lock:
+            self._retries.pop(future, None)
+            pending = self._pending.get(sop)
+            if self._closing.is_set() or pending is None or pending.future is not future:
+                return
+            try:
+                self._pool.submit(self._transcode, sop, pending.syntax, pending.ticket, future)
+            except RuntimeError:  # the pool has shut down: close() resolves what is left
+                pass
+
+    def holds(self, sop: str) -> bool:
+        """Whether `sop` was acknowledged (or replayed from the journal) and is not stored yet."""
+        with self._lock:
+            return sop in self._pending
 
     def pending(self, *, study: str | None = None, series: str | None = None, stored: bool = True) -> bool:
         """Whether any instance acknowledged (of `study` / `series` when given) is not stored yet, or
@@ -317,11 +412,24 @@ class Receiver:
                 with self._lock:
                     self._readers_waiting -= 1
 
-    def close(self) -> None:
+    def close(self) -> int:
         """Transcode everything acknowledged (no more waiting for quiet), then stop the workers; the
-        last commits finish when the archive closes its committer, after this."""
+        last commits finish when the archive closes its committer, after this. Returns how many
+        instances are left to the next open: those waiting for a retry stay in the journal."""
         self._closing.set()
+        with self._lock:
+            timers, self._retries = list(self._retries.values()), {}
+        for timer in timers:
+            timer.cancel()
         self._pool.shutdown(wait=True)
+        with self._lock:
+            waiting = [(sop, p) for sop, p in self._pending.items() if p.failures and not p.future.done()]
+        for sop, p in waiting:
+            if self._claim(p.future):  # not taken by a reader meanwhile
+                self._finish(sop, p.ticket, p.future, ClosedError(
+                    f"the archive closed before {sop} could be stored; the next open stores it from the journal"))
+        with self._lock:
+            return self._unstored
 
 
 def _unresolved(chosen: list[tuple[str, _Pending]], stored: bool) -> list[Future[None]] | list[Future[PutOutcome]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,13 +64,15 @@ def sweep_orphans(index: Index, pixels: LocalPixelStore, scan: IndexScan | None 
 
 
 def verify_archive(
-    index: Index, pixels: LocalPixelStore, retriever: Retriever, *, deep: bool, live: bool = False
+    index: Index, pixels: LocalPixelStore, retriever: Retriever, *, deep: bool, live: bool = False,
+    storing: Callable[[str], bool] = lambda sop: False,
 ) -> list[str]:
     """Every problem found, as a sentence naming the instance; empty when the archive is sound.
 
     `live`: another process is writing the archive, so pixel groups younger than IN_FLIGHT_SECONDS
     that the index does not reference yet are ingests in flight, not orphans, and pending records are
-    instances it is storing.
+    instances it is storing. `storing(sop)`: this process is still storing that pending instance (its
+    store failed and is tried again), so its pending record is no problem either.
     """
     problems: list[str] = []
     referenced = scan_index(index).referenced
@@ -85,7 +88,7 @@ def verify_archive(
         try:
             record = index.get_instance(sop)
             if record.pending:
-                if not live:  # the writer that acknowledged it stopped before storing it
+                if not live and not storing(sop):  # the writer that acknowledged it stopped before storing it
                     problems.append(f"{sop}: acknowledged but not stored; the receive journal holds it until "
                                     "the archive is next opened for writing")
                 continue

@@ -11,6 +11,7 @@ import pytest
 
 from engine.archive import Archive
 from engine.archive._journal import Journal
+from engine.errors import CorruptDataError
 from engine.testing.series import write_ct_series
 
 
@@ -86,3 +87,22 @@ def test_torn_tail_of_a_journal_is_ignored(tmp_path: Path, series: list[Path]) -
     assert [r.sop_instance_uid for r in records] == [sop]
     assert records[0].data == data
     reopened.close()
+
+
+def test_an_archive_that_failed_to_open_opens_once_mended(tmp_path: Path, series: list[Path]) -> None:
+    """A journal record that fails its checksum stops the open, with the reason; the failed open lets go
+    of the index, its writer thread and the lock, so the same process opens the archive once it is mended."""
+    root = tmp_path / "archive"
+    Archive.open(root).close()
+    journal = Journal(root / "journal", prefix="other-")
+    journal.sync(journal.append("1.2.3.4", "", "0" * 32, series[0].read_bytes()))
+    journal.close()  # the record is not released: the segment stays, as after a crash
+    [segment] = (root / "journal").glob("other-*.journal")
+    damaged = bytearray(segment.read_bytes())
+    damaged[-100] ^= 0xFF
+    segment.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptDataError, match="fails its checksum"):
+        Archive.open(root)
+    segment.unlink()
+    with Archive.open(root) as archive:
+        assert archive.stats().instances == 0

@@ -26,6 +26,7 @@ from engine.archive import Archive
 from engine.errors import StorageFullError
 from engine.testing.crash import Source, stow_acknowledged, stow_content_type
 from engine.testing.dcmtk import free_port, run_echoscu
+from engine.testing.disk import MountError, fill_leaving, mounted_tmpfs
 from engine.testing.series import write_ct_series
 from engine.testing.server import ServerHandle, running_server
 
@@ -52,24 +53,16 @@ class Disk:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Disk]:
     """A DISK_MB tmpfs holding a FILLER_MB file `filler` to delete later; skipped where mount fails."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount_point)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        (mount_point / "filler").write_bytes(os.urandom(FILLER_MB << 20))
-        stat = os.statvfs(mount_point)
-        (mount_point / "ballast").write_bytes(bytes(stat.f_bavail * stat.f_frsize - (FREE_MB << 20)))
-        (mount_point / "archive").mkdir()
-        (mount_point / "archive" / "engine.toml").write_text("[storage]\nindex_map_size_mb = 1\n")
-        (tmp_path / "archive").symlink_to(mount_point / "archive")
-        yield Disk(mount_point, tmp_path / "archive")
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+        with mounted_tmpfs(tmp_path / "small", DISK_MB) as mount_point:
+            (mount_point / "filler").write_bytes(os.urandom(FILLER_MB << 20))
+            fill_leaving(mount_point, FREE_MB << 20)
+            (mount_point / "archive").mkdir()
+            (mount_point / "archive" / "engine.toml").write_text("[storage]\nindex_map_size_mb = 1\n")
+            (tmp_path / "archive").symlink_to(mount_point / "archive")
+            yield Disk(mount_point, tmp_path / "archive")
+    except MountError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +237,7 @@ def test_the_index_on_a_full_disk_refuses_cleanly_and_goes_on_after(small_disk: 
     with Archive.open(small_disk.archive) as archive:
         for source in stored:
             archive.ingest(source.path.read_bytes())
-        stat = os.statvfs(small_disk.mount)
-        (small_disk.mount / "ballast-2").write_bytes(bytes(stat.f_bavail * stat.f_frsize - (INDEX_ROOM_MB << 20)))
+        fill_leaving(small_disk.mount, INDEX_ROOM_MB << 20, "ballast-2")
         headers = 0
         with pytest.raises(StorageFullError) as caught:
             while headers < 100_000:

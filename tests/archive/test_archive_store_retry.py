@@ -1,0 +1,114 @@
+"""An acknowledged instance whose store fails is stored once it can be, without a restart.
+
+The network path acknowledges an instance once its bytes are in the receive journal and stores it
+behind the sender. When that store fails (here: something else fills the disk after the acknowledgement)
+the instance stays pending and is tried again; and an archive opened while such instances still cannot be
+stored opens all the same, serving what it holds, and stores them once there is room.
+
+A real tmpfs, so ENOSPC comes from the kernel wherever the store's writes fall.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.archive import Archive
+from engine.errors import NotStoredYetError
+from engine.testing.crash import Source
+from engine.testing.disk import MountError, fill_leaving, mounted_tmpfs
+from engine.testing.series import write_ct_series
+from engine.testing.transcodes import workers_held
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+
+DISK_MB = 24
+SLACK = 48 << 10  # left free by the ballast: index pages and small files fit, a 512 x 512 CT chunk does not
+STORED_TIMEOUT = 60.0  # retries start 1 s apart and double
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    try:
+        with mounted_tmpfs(tmp_path / "small", DISK_MB) as mount:
+            yield mount
+    except MountError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Source]:
+    return [Source.read(p) for p in write_ct_series(tmp_path_factory.mktemp("retry-ct"), 4, seed=5)]
+
+
+def _accept_then_fill(archive: Archive, sources: list[Source], mount: Path) -> Path:
+    """Acknowledge `sources` while no worker stores them, then fill the disk; returns the ballast."""
+    with workers_held(archive):
+        for source in sources:
+            assert archive.accept(source.dataset, source.transfer_syntax_uid).status == "stored"
+        archive.wait_for_ingests(stored=False)  # their pending records are committed: queries find them
+        return fill_leaving(mount, SLACK)
+
+
+def _pending(archive: Archive, sources: list[Source]) -> list[bool]:
+    return [archive.index.get_instance(s.sop_instance_uid).pending for s in sources]
+
+
+def _wait_until_stored(archive: Archive, sources: list[Source]) -> float:
+    """Seconds until every one of `sources` is stored, by the archive's own retries (nothing reads them)."""
+    started = time.monotonic()
+    while any(_pending(archive, sources)):
+        assert time.monotonic() - started < STORED_TIMEOUT, f"still pending: {_pending(archive, sources)}"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def _check_stored(archive: Archive, sources: list[Source]) -> None:
+    for source in sources:
+        assert archive.read_dataset(source.sop_instance_uid) == (source.transfer_syntax_uid, source.dataset)
+    assert archive.verify(deep=True) == []
+
+
+def test_a_store_that_fails_after_the_acknowledgement_is_retried_until_it_succeeds(
+    disk: Path, sources: list[Source]
+) -> None:
+    with Archive.open(disk / "archive") as archive:
+        ballast = _accept_then_fill(archive, sources, disk)
+        # A read stores what it waits for on its own thread: here that attempt fails for want of room.
+        with pytest.raises(NotStoredYetError, match="still being stored"):
+            archive.read_dataset(sources[0].sop_instance_uid)
+        assert all(_pending(archive, sources))
+        assert archive.ingests_pending()
+        ballast.unlink()
+        print(f"stored {_wait_until_stored(archive, sources):.2f} s after the room was freed")
+        assert not archive.ingests_pending()
+        _check_stored(archive, sources)
+    assert list((disk / "archive" / "journal").glob("*.journal")) == [], "every journal record was released"
+
+
+def test_an_archive_opens_while_journalled_instances_cannot_be_stored(
+    disk: Path, sources: list[Source], tmp_path: Path
+) -> None:
+    stored_before = [Source.read(p) for p in write_ct_series(tmp_path / "before", 2, seed=6)]
+    with Archive.open(disk / "archive") as archive:
+        for source in stored_before:
+            archive.ingest_file(source.path)
+        ballast = _accept_then_fill(archive, sources, disk)
+    # Closed with the acknowledged instances unstored: they are in the journal, and pending in the index.
+    assert list((disk / "archive" / "journal").glob("*.journal"))
+    with Archive.open(disk / "archive") as archive:  # the disk is still full: the replay cannot store them
+        assert all(_pending(archive, sources))
+        with pytest.raises(NotStoredYetError):
+            archive.read_dataset(sources[-1].sop_instance_uid)
+        _check_stored(archive, stored_before)  # what was stored before is served meanwhile
+        ballast.unlink()
+        print(f"stored {_wait_until_stored(archive, sources):.2f} s after the room was freed")
+        _check_stored(archive, sources)
+    assert list((disk / "archive" / "journal").glob("*.journal")) == []
+    with Archive.open(disk / "archive") as archive:
+        assert not any(_pending(archive, sources))
+        assert archive.stats().instances == len(sources) + len(stored_before)
