@@ -15,14 +15,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import pydicom
 import pytest
 
 from engine.archive import Archive
 from engine.errors import NotStoredYetError
 from engine.testing.crash import Source
+from engine.testing.dcmtk import LOOPBACK
 from engine.testing.disk import MountError, fill_leaving, mounted_tmpfs
 from engine.testing.series import write_ct_series
 from engine.testing.transcodes import workers_held
+from engine.web import WebServer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
 
@@ -112,3 +116,33 @@ def test_an_archive_opens_while_journalled_instances_cannot_be_stored(
     with Archive.open(disk / "archive") as archive:
         assert not any(_pending(archive, sources))
         assert archive.stats().instances == len(sources) + len(stored_before)
+
+
+def test_a_viewer_is_told_to_come_back_until_the_instance_is_stored(disk: Path, sources: list[Source]) -> None:
+    """Over DICOMweb: QIDO-RS finds the acknowledged series at once; WADO-RS of an instance whose store
+    failed answers 503 with Retry-After, and the instance itself once the archive could store it."""
+    header = pydicom.dcmread(sources[0].path, stop_before_pixels=True)
+    study, series, sop = header.StudyInstanceUID, header.SeriesInstanceUID, sources[0].sop_instance_uid
+    with Archive.open(disk / "archive") as archive:
+        ballast = _accept_then_fill(archive, sources, disk)
+        server = WebServer(archive, LOOPBACK, 0)
+        host, port = server.start()
+        try:
+            with httpx.Client(base_url=f"http://{host}:{port}", timeout=60) as client:
+                found = client.get(f"/studies/{study}/series/{series}/instances",
+                                   headers={"Accept": "application/dicom+json"})
+                assert found.status_code == 200 and len(found.json()) == len(sources)
+                url = f"/studies/{study}/series/{series}/instances/{sop}"
+                accept = {"Accept": 'multipart/related; type="application/dicom"; '
+                                    f"transfer-syntax={sources[0].transfer_syntax_uid}"}
+                refused = client.get(url, headers=accept)
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["Retry-After"] == "1"
+                assert "still being stored" in refused.json()["error"]
+                ballast.unlink()
+                _wait_until_stored(archive, sources)
+                served = client.get(url, headers=accept)
+                assert served.status_code == 200
+                assert sources[0].dataset[-4096:] in served.content  # the pixel data's last bytes, as sent
+        finally:
+            server.stop()
