@@ -134,10 +134,12 @@ class IndexWriter(IndexReader):
         return PutOutcome(sop, "stored" if old is None else "replaced", previous=old, sequence=sequence)
 
     def delete_instance(self, sop: str) -> InstanceRecord:
-        """Remove an instance and everything derived from it; raises NotFoundError."""
+        """Remove an instance and everything derived from it; raises NotFoundError. The change log says
+        "delete" for a stored instance only: a pending record's "store" was never logged either."""
         old = self.get_instance(sop)
         self._unlink(old)
-        self._log("delete", old)
+        if not old.pending:
+            self._log("delete", old)
         return old
 
     def delete_series(self, series: str) -> list[InstanceRecord]:

@@ -59,3 +59,4 @@ def test_deleting_a_pending_record_leaves_no_trace(index: Index, factory) -> Non
     index.put_instances([factory.entry(_pending(rec))])
     index.delete_instance(rec.sop_instance_uid)
     assert index.stats().instances == 0 and index.study_uids() == []
+    assert index.changes() == []  # nothing was logged as stored, so nothing is logged as deleted
