@@ -124,6 +124,8 @@ class Receiver:
                     LOGGER.error("journalled instance %s does not parse (%s); kept in %s", record.sop_instance_uid,
                                  exc, segment)
                     self._journal.adopt(record)  # never released here: its segment stays
+                    with self._lock:
+                        self._unstored += 1
                     kept += 1
                     continue
                 try:
