@@ -79,6 +79,9 @@ class _Pending:
     syntax: str  # what _store needs, for whichever thread stores it
     ticket: Ticket
     failures: int = 0  # failed attempts to store it so far
+    # A backlog slot, held from the acknowledgement until the first attempt ends: one waiting for a
+    # retry gives it back, so instances that cannot be stored never stall the senders behind them.
+    slot: bool = True
 
 
 class Receiver:
@@ -143,11 +146,6 @@ class Receiver:
         """Hold a journalled instance the replay could not store as pending, with a retry scheduled."""
         sop = record.sop_instance_uid
         ticket = self._journal.adopt(record)
-        if not self._backlog.acquire(blocking=False):
-            LOGGER.error("journalled instance %s could not be stored (%s); the next open tries again", sop, error)
-            with self._lock:
-                self._unstored += 1
-            return
         with self._lock:
             self._reserved += ticket.data_length + ticket.data_length // 8  # released as _finish does
         if self._ingestor.existing(sop) is None:  # the crash came before its pending record's commit
@@ -156,7 +154,7 @@ class Receiver:
             visible = Future()  # queries find it already
             visible.set_result(PutOutcome(sop, "duplicate"))
         pending = _Pending(record.digest, Future(), visible, parsed.study_instance_uid,
-                           parsed.series_instance_uid, record.transfer_syntax_uid, ticket)
+                           parsed.series_instance_uid, record.transfer_syntax_uid, ticket, slot=False)
         with self._lock:
             self._pending[sop] = pending
             self._schedule_retry(sop, pending, error)
@@ -303,11 +301,15 @@ class Receiver:
     def _finish(self, sop: str, ticket: Ticket, future: Future[None], error: BaseException | None) -> None:
         """Resolve a pending instance: release its journal record once indexed, free its backlog slot.
 
-        A failed attempt keeps the instance pending, with its slot, for another one (unless closing).
+        A failed attempt keeps the instance pending for another one (unless closing).
         """
-        if error is not None and self._retry_later(sop, future, error):
-            future.set_exception(error)  # this attempt's waiters go on; the next attempt has its own future
-            return
+        if error is not None:
+            retried, slot = self._retry_later(sop, future, error)
+            if retried:
+                if slot:
+                    self._backlog.release()
+                future.set_exception(error)  # this attempt's waiters go on; the next attempt has its own future
+                return
         try:
             if error is None:
                 try:
@@ -325,19 +327,23 @@ class Receiver:
                 future.set_exception(error)
         finally:
             with self._lock:
-                if self._pending.get(sop) is not None and self._pending[sop].future is future:
+                current, slot = self._pending.get(sop), True
+                if current is not None and current.future is future:
+                    slot = current.slot  # not held while it waited for a retry
                     del self._pending[sop]
-            self._backlog.release()
+            if slot:
+                self._backlog.release()
             self._unreserve(ticket.data_length)
 
-    def _retry_later(self, sop: str, future: Future[None], error: BaseException) -> bool:
-        """Replace the failed attempt `future` of `sop` by a new one, scheduled; False when closing."""
+    def _retry_later(self, sop: str, future: Future[None], error: BaseException) -> tuple[bool, bool]:
+        """Replace the failed attempt `future` of `sop` by a new one, scheduled: (done, whether the failed
+        attempt held a backlog slot, which the caller releases); (False, _) when closing."""
         with self._lock:
             current = self._pending.get(sop)
             if self._closing.is_set() or current is None or current.future is not future:
-                return False
-            self._schedule_retry(sop, replace(current, future=Future()), error)
-            return True
+                return False, False
+            self._schedule_retry(sop, replace(current, future=Future(), slot=False), error)
+            return True, current.slot
 
     def _schedule_retry(self, sop: str, pending: _Pending, error: BaseException) -> None:
         """Register `pending` (one more failure) and start the timer of its next attempt; holds the lock."""

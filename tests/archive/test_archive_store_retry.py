@@ -20,6 +20,7 @@ import pydicom
 import pytest
 
 from engine.archive import Archive
+from engine.archive._receiver import MAX_BACKLOG
 from engine.errors import NotStoredYetError
 from engine.testing.crash import Source
 from engine.testing.dcmtk import LOOPBACK
@@ -85,11 +86,15 @@ def test_a_store_that_fails_after_the_acknowledgement_is_retried_until_it_succee
         # A read stores what it waits for on its own thread: here that attempt fails for want of room.
         with pytest.raises(NotStoredYetError, match="still being stored"):
             archive.read_dataset(sources[0].sop_instance_uid)
+        archive.wait_for_ingests()  # every first attempt ends, failing for want of room
         assert all(_pending(archive, sources))
         assert archive.ingests_pending()
+        # Waiting for their retries they hold no backlog slot, so senders are not held up behind them.
+        assert archive._receiver._backlog._value == MAX_BACKLOG  # type: ignore[union-attr]
         ballast.unlink()
         print(f"stored {_wait_until_stored(archive, sources):.2f} s after the room was freed")
         assert not archive.ingests_pending()
+        assert archive._receiver._backlog._value == MAX_BACKLOG  # type: ignore[union-attr]
         _check_stored(archive, sources)
     assert list((disk / "archive" / "journal").glob("*.journal")) == [], "every journal record was released"
 
