@@ -46,7 +46,7 @@ from engine.archive._ingest import (
     result_for,
 )
 from engine.archive._journal import Journal, JournalRecord, Ticket, read_data
-from engine.errors import ClosedError, EngineError, StorageFullError
+from engine.errors import ClosedError, EngineError, NotStoredYetError, StorageFullError
 from engine.index import PutOutcome
 
 LOGGER = logging.getLogger(__name__)
@@ -200,6 +200,11 @@ class Receiver:
                     return _accepted(parsed, "duplicate"), False
                 elif not self._overwrite:
                     raise conflict_error(sop)
+                elif pending.failures:  # a replacement would wait as long as the store keeps failing
+                    raise NotStoredYetError(
+                        f"instance {sop} is acknowledged and its store failed (it is tried again): "
+                        "a replacement is taken once it is stored"
+                    )
             if pending is None:
                 return None, False
             pending.future.exception()  # a replacement waits for the instance it replaces, then retries

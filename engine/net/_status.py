@@ -16,6 +16,7 @@ from engine.errors import (
     EngineError,
     InvalidDicomError,
     InvalidUIDError,
+    NotStoredYetError,
     PixelDataError,
     StorageFullError,
     UnsupportedTransferSyntaxError,
@@ -45,6 +46,7 @@ class StoreStatus:
 STORE_STATUS_TABLE: tuple[tuple[type[EngineError], StoreStatus], ...] = (
     (StorageFullError, StoreStatus(0xA700, "Refused: Out of Resources (storage full)")),
     (ClosedError, StoreStatus(0xA701, "Refused: Out of Resources (archive shutting down)")),
+    (NotStoredYetError, StoreStatus(0xA702, "Refused: Out of Resources (instance still being stored)")),
     (DuplicateInstanceError, StoreStatus(0x0111, "Duplicate SOP Instance (different content)")),
     (InvalidUIDError, StoreStatus(0xA901, "Error: Data Set does not match SOP Class (UID)")),
     (PixelDataError, StoreStatus(0xA902, "Error: Data Set does not match SOP Class (pixel data)")),

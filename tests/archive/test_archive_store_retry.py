@@ -10,9 +10,11 @@ A real tmpfs, so ENOSPC comes from the kernel wherever the store's writes fall.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -61,6 +63,15 @@ def _accept_then_fill(archive: Archive, sources: list[Source], mount: Path) -> P
 
 def _pending(archive: Archive, sources: list[Source]) -> list[bool]:
     return [archive.index.get_instance(s.sop_instance_uid).pending for s in sources]
+
+
+def _replacement(source: Source) -> bytes:
+    """`source` as a Part-10 file with other content under the same SOP Instance UID."""
+    changed = pydicom.dcmread(source.path)
+    changed.PatientName = "Other^Person"
+    out = io.BytesIO()
+    changed.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def _wait_until_stored(archive: Archive, sources: list[Source]) -> float:
@@ -151,3 +162,26 @@ def test_a_viewer_is_told_to_come_back_until_the_instance_is_stored(disk: Path, 
                 assert sources[0].dataset[-4096:] in served.content  # the pixel data's last bytes, as sent
         finally:
             server.stop()
+
+
+def test_a_replacement_of_an_instance_that_cannot_be_stored_is_refused_at_once(
+    disk: Path, sources: list[Source]
+) -> None:
+    """With overwrite on, a replacement waits for the instance it replaces to be stored; one whose store
+    keeps failing would hold the sender for as long, so the replacement is refused (C-STORE 0xA702)."""
+    (disk / "archive").mkdir()
+    (disk / "archive" / "engine.toml").write_text("[storage]\noverwrite = true\n")
+    replacement = _replacement(sources[0])
+    # The archive closes before the sender is joined: a close ends what waits on the archive.
+    with ThreadPoolExecutor(1) as sender, Archive.open(disk / "archive") as archive:
+        ballast = _accept_then_fill(archive, sources[:1], disk)
+        archive.wait_for_ingests()  # its first attempt fails for want of room
+        refused = sender.submit(archive.accept, replacement)
+        with pytest.raises(NotStoredYetError, match="a replacement is taken once it is stored"):
+            refused.result(timeout=30)
+        ballast.unlink()
+        _wait_until_stored(archive, sources[:1])
+        assert archive.accept(replacement).status == "replaced"
+        back = pydicom.dcmread(io.BytesIO(archive.read_instance(sources[0].sop_instance_uid)))
+        assert back.PatientName == "Other^Person"
+        assert archive.verify(deep=True) == []
