@@ -64,9 +64,10 @@ QUIET_SECONDS = 0.05
 ROOM_MARGIN = 2 << 20
 # An acknowledged instance whose store failed (a disk filled by something else, an I/O error) stays
 # pending, its bytes in the journal, and is tried again after this long, doubling up to RETRY_MAX_SECONDS;
-# a read of it tries at once. Without this it stayed unreadable until the archive was opened again.
+# reads of it answer at once that it is not stored yet. Without this it stayed unreadable until the
+# archive was opened again.
 RETRY_FIRST_SECONDS = 1.0
-RETRY_MAX_SECONDS = 60.0
+RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +399,8 @@ class Receiver:
     ) -> None:
         """Wait until `sop` (or every instance acknowledged so far, of `study` / `series` when given) is
         stored, or with `stored` False, visible to queries; errors stay logged. With `timeout`, return
-        after that many seconds even if some are still being transcoded.
+        after that many seconds even if some are still being transcoded. Instances whose store failed
+        and waits for a retry are not waited for: their reads answer at once that they are not stored.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -414,7 +416,7 @@ class Receiver:
             for key, p in chosen if stored else ():
                 if deadline is not None and time.monotonic() > deadline:
                     break
-                if self._claim(p.future):
+                if not p.failures and self._claim(p.future):
                     self._store(key, p.syntax, p.ticket, p.future)
             for f in futures:
                 f.exception(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -447,9 +449,10 @@ class Receiver:
 
 def _unresolved(chosen: list[tuple[str, _Pending]], stored: bool) -> list[Future[None]] | list[Future[PutOutcome]]:
     """What a wait for the `chosen` pending instances waits on: their storing, or with `stored` False their
-    pending records' commits; unresolved ones only."""
+    pending records' commits; unresolved ones only. Not the retries of failed stores: a read would wait
+    as long as the failure lasts, and each reader trying them itself would burn the CPU meanwhile."""
     if stored:
-        return [p.future for _, p in chosen if not p.future.done()]
+        return [p.future for _, p in chosen if not p.failures and not p.future.done()]
     return [p.visible for _, p in chosen if not p.visible.done()]
 
 

@@ -99,7 +99,11 @@ def test_a_store_that_fails_after_the_acknowledgement_is_retried_until_it_succee
             archive.read_dataset(sources[0].sop_instance_uid)
         archive.wait_for_ingests()  # every first attempt ends, failing for want of room
         assert all(_pending(archive, sources))
-        assert archive.ingests_pending()
+        # Reads wait for none of them now (ingests_pending: whether a wait would wait): the retries are
+        # the archive's, and a read answers at once that the instance is not stored yet.
+        assert not archive.ingests_pending()
+        with pytest.raises(NotStoredYetError):
+            archive.read_dataset(sources[-1].sop_instance_uid)
         # Waiting for their retries they hold no backlog slot, so senders are not held up behind them.
         assert archive._receiver._backlog._value == MAX_BACKLOG  # type: ignore[union-attr]
         ballast.unlink()
