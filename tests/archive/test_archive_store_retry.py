@@ -23,7 +23,7 @@ import pytest
 
 from engine.archive import Archive
 from engine.archive._receiver import MAX_BACKLOG
-from engine.errors import NotStoredYetError
+from engine.errors import EngineError, NotStoredYetError
 from engine.testing.crash import Source
 from engine.testing.dcmtk import LOOPBACK
 from engine.testing.disk import MountError, fill_leaving, mounted_tmpfs
@@ -189,3 +189,21 @@ def test_a_replacement_of_an_instance_that_cannot_be_stored_is_refused_at_once(
         back = pydicom.dcmread(io.BytesIO(archive.read_instance(sources[0].sop_instance_uid)))
         assert back.PatientName == "Other^Person"
         assert archive.verify(deep=True) == []
+
+
+def test_an_instance_waiting_for_a_retry_is_deleted_only_once_stored(disk: Path, sources: list[Source]) -> None:
+    """Its journal record would bring it back at the next open: the deletion is refused, and says why."""
+    (disk / "archive").mkdir()
+    (disk / "archive" / "engine.toml").write_text("[storage]\nallow_delete = true\n")
+    sop = sources[0].sop_instance_uid
+    with Archive.open(disk / "archive") as archive:
+        ballast = _accept_then_fill(archive, sources[:1], disk)
+        archive.wait_for_ingests()  # its first attempt fails for want of room
+        with pytest.raises(EngineError, match="delete once it is stored"):
+            archive.delete_instance(sop)
+        assert _pending(archive, sources[:1]) == [True]
+        ballast.unlink()
+        _wait_until_stored(archive, sources[:1])
+        assert archive.delete_instance(sop).sop_instance_uids == (sop,)
+    with Archive.open(disk / "archive") as archive:  # and the journal does not bring it back
+        assert archive.stats().instances == 0
