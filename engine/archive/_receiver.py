@@ -79,10 +79,10 @@ class _Pending:
     series: str
     syntax: str  # what _store needs, for whichever thread stores it
     ticket: Ticket
-    failures: int = 0  # failed attempts to store it so far
-    # A backlog slot, held from the acknowledgement until the first attempt ends: one waiting for a
-    # retry gives it back, so instances that cannot be stored never stall the senders behind them.
-    slot: bool = True
+    # Failed attempts to store it so far. Its backlog slot is held from the acknowledgement until the
+    # first attempt ends (failures == 0): one waiting for a retry gives it back, so instances that
+    # cannot be stored never stall the senders behind them (one replayed at open never takes one).
+    failures: int = 0
 
 
 class Receiver:
@@ -148,14 +148,14 @@ class Receiver:
         sop = record.sop_instance_uid
         ticket = self._journal.adopt(record)
         with self._lock:
-            self._reserved += ticket.data_length + ticket.data_length // 8  # released as _finish does
+            self._reserved += _room(ticket.data_length)  # released as _finish does
         if self._ingestor.existing(sop) is None:  # the crash came before its pending record's commit
             visible = self._ingestor.announce(parsed, record.digest)
         else:
             visible = Future()  # queries find it already
             visible.set_result(PutOutcome(sop, "duplicate"))
         pending = _Pending(record.digest, Future(), visible, parsed.study_instance_uid,
-                           parsed.series_instance_uid, record.transfer_syntax_uid, ticket, slot=False)
+                           parsed.series_instance_uid, record.transfer_syntax_uid, ticket)
         with self._lock:
             self._pending[sop] = pending
             self._schedule_retry(sop, pending, error)
@@ -242,7 +242,7 @@ class Receiver:
         Acknowledged means readable: journalled on a disk without room to transcode it, an instance would
         be acknowledged and yet missing from the index until the next open ingests it from the journal.
         """
-        room = size + size // 8  # lossless output of pixels that do not compress, with container overhead
+        room = _room(size)
         with self._lock:
             pending = self._reserved + room + ROOM_MARGIN
             needs = [(self._journal.directory, size + (pending if self._same_volume else 0))]
@@ -261,7 +261,7 @@ class Receiver:
 
     def _unreserve(self, size: int) -> None:
         with self._lock:
-            self._reserved -= size + size // 8
+            self._reserved -= _room(size)
 
     def _pending_for(self, sop: str) -> _Pending | None:
         with self._lock:
@@ -335,7 +335,7 @@ class Receiver:
             with self._lock:
                 current, slot = self._pending.get(sop), True
                 if current is not None and current.future is future:
-                    slot = current.slot  # not held while it waited for a retry
+                    slot = not current.failures  # not held while it waited for a retry
                     del self._pending[sop]
             if slot:
                 self._backlog.release()
@@ -348,8 +348,8 @@ class Receiver:
             current = self._pending.get(sop)
             if self._closing.is_set() or current is None or current.future is not future:
                 return False, False
-            self._schedule_retry(sop, replace(current, future=Future(), slot=False), error)
-            return True, current.slot
+            self._schedule_retry(sop, replace(current, future=Future()), error)
+            return True, not current.failures
 
     def _schedule_retry(self, sop: str, pending: _Pending, error: BaseException) -> None:
         """Register `pending` (one more failure) and start the timer of its next attempt; holds the lock."""
@@ -445,6 +445,12 @@ class Receiver:
                     f"the archive closed before {sop} could be stored; the next open stores it from the journal"))
         with self._lock:
             return self._unstored
+
+
+def _room(size: int) -> int:
+    """What the transcode of a data set of `size` bytes may write: lossless output of pixels that do not
+    compress, with container overhead."""
+    return size + size // 8
 
 
 def _unresolved(chosen: list[tuple[str, _Pending]], stored: bool) -> list[Future[None]] | list[Future[PutOutcome]]:

@@ -65,9 +65,8 @@ HTTP_STATUS_TABLE: tuple[tuple[type[EngineError], HttpStatus], ...] = (
     (EngineError, HttpStatus(500, 0xC100)),
 )
 INTERNAL = HttpStatus(500, 0x0110)  # not an EngineError: a bug of ours ("Processing failure")
-# A 503 that passes: an instance acknowledged and still being stored (or tried again after its store
-# failed), an archive closing. Retry-After (RFC 9110 10.2.3) tells a viewer when to ask again.
-_TRANSIENT = (NotStoredYetError, ClosedError)
+# A 503 passes: an instance acknowledged and still being stored (or tried again after its store failed),
+# an archive closing. Retry-After (RFC 9110 10.2.3) tells a viewer when to ask again.
 RETRY_AFTER_SECONDS = 1
 
 
@@ -85,8 +84,8 @@ def error_response(request: Request, error: Exception) -> Response:
     """A JSON error body {"status", "error"} with the status the table gives."""
     status = http_status(error)
     headers = error.headers if isinstance(error, HttpError) else {}
-    if isinstance(error, _TRANSIENT):
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if status.status == 503:
+        headers = {**headers, "Retry-After": str(RETRY_AFTER_SECONDS)}
         LOGGER.warning("%s %s -> %d: %s", request.method, request.url.path, status.status, error)
     elif status.status >= 500:
         LOGGER.error("%s %s failed: %s", request.method, request.url.path, error, exc_info=error)
