@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -78,9 +78,21 @@ def uid(value: str, what: str) -> str:
         raise HttpError(400, str(exc)) from exc
 
 
+# Service roots by what they are made of: building one through Starlette's URL took 4% of a QIDO
+# request's server time (py-spy). Bounded by entries, as the Host header is the client's to choose.
+_BASE_URLS: LruCache[tuple[object, ...], str] = LruCache(256, lambda _key, _url: 1)
+
+
 def base_url(request: Request) -> str:
     """The service root as the client sees it (scheme, host, mount path), without a trailing slash."""
-    return str(request.base_url).rstrip("/")
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    key = (scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path")))
+    url = _BASE_URLS.get(key)
+    if url is None:
+        url = str(request.base_url).rstrip("/")
+        _BASE_URLS.put(key, url)
+    return url
 
 
 def make_etag(*parts: object) -> str:
@@ -91,7 +103,20 @@ def make_etag(*parts: object) -> str:
 def encode_json(etag: str, body: bytes, *, compress: bool = True, level: int = _GZIP_LEVEL) -> Encoded:
     """The body with its gzipped form when it is worth it (and `compress`: the client takes gzip)."""
     worth = compress and len(body) >= GZIP_MIN_BYTES
-    return Encoded(etag, body, gzip.compress(body, compresslevel=level, mtime=0) if worth else None)
+    return Encoded(etag, body, gzip_bytes(body, level) if worth else None)
+
+
+def gzip_bytes(body: bytes, level: int = _GZIP_LEVEL) -> bytes:
+    """A gzip member of `body` with a window no larger than the body.
+
+    A match never reaches back past the body's start, so a bigger window gains nothing (the same sizes
+    were measured on QIDO and metadata bodies), but zlib sets up the whole window and hash tables for
+    every stream: for a 1.3 kB QIDO answer that was 3/4 of the time (gzip.compress 57-138 us, this
+    16-32 us).
+    """
+    bits = max(9, min(15, (len(body) - 1).bit_length()))  # zlib's window sizes: 2**9 .. 2**15 bytes
+    stream = zlib.compressobj(level, zlib.DEFLATED, 16 + bits, max(1, min(8, bits - 7)))  # 16+: gzip wrapper
+    return stream.compress(body) + stream.flush()
 
 
 def accepts_gzip(request: Request) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import httpx
@@ -92,6 +94,28 @@ def test_unknown_attribute_and_bad_limit_are_400(served: Served) -> None:
         bad_date = http.get("/studies", params={"StudyDate": "2020-01-01"})
     assert [r.status_code for r in (unknown, nested, bad_limit, bad_date)] == [400, 400, 400, 400]
     assert "NoSuchKeyword" in unknown.json()["error"]
+
+
+def test_gzipped_answer_and_retrieve_urls_follow_the_host_asked(served: Served) -> None:
+    """A search answered gzipped is a gzip member of the plain answer, and each Host header gets its own
+    URLs (service roots are cached by what they are made of)."""
+    instances = f"/studies/{served.ct.study_uid}/series/{served.ct.series_uid}/instances?limit=4"
+    series = f"/studies/{served.ct.study_uid}/series"
+    hosts = ("archive.example:8042", "viewer.example")
+    with served.http() as http:
+        plain = http.get(instances, headers={"Accept-Encoding": "identity"})
+        with http.stream("GET", instances, headers={"Accept-Encoding": "gzip"}) as zipped:
+            raw = b"".join(zipped.iter_raw())  # as sent, not decoded by httpx
+        answers = [http.get(series, headers={"Host": host, "Accept-Encoding": "identity"}) for host in hosts]
+        again = http.get(series, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == zipped.status_code == 200
+    assert len(plain.content) > 1024 and "content-encoding" not in plain.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert len(raw) < len(plain.content) and gzip.decompress(raw) == plain.content
+    for host, reply in zip(hosts, answers, strict=True):
+        assert reply.status_code == 200
+        assert json.loads(reply.content)[0][RETRIEVE_URL]["Value"] == [f"http://{host}{series}/{served.ct.series_uid}"]
+    assert json.loads(again.content)[0][RETRIEVE_URL]["Value"] == [f"{served.base}{series}/{served.ct.series_uid}"]
 
 
 def test_a_patient_with_more_studies_than_answered_inline(tmp_path: Path) -> None:
