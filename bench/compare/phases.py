@@ -8,19 +8,22 @@ DICOMweb reads. Figures are plain floats keyed by metric name.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import random
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import imagecodecs
 import numpy as np
+import pydicom
 
 from bench.compare.client import HttpClient
 from bench.compare.targets import BENCH_AE, Target, cpu_seconds, disk_bytes, peak_rss_bytes
@@ -48,14 +51,18 @@ class Sizes:
     """How much each phase does in one run (small mode shrinks all of it)."""
 
     frame_requests: int = 300
-    query_repeats: int = 20
+    query_repeats: int = 20  # at least this many requests per query and repetition ...
+    # ... and more until this many seconds have gone by: a median of 20 sub-millisecond requests moved
+    # by a third when the shared host hiccuped once (QIDO series 0.50-1.14 ms in one run).
+    query_seconds: float = 1.0
     first_image_repeats: int = 5
     readers: int = 4
     series_concurrency: int = 4
 
     @classmethod
     def small(cls) -> Sizes:
-        return cls(frame_requests=20, query_repeats=3, first_image_repeats=2, readers=2, series_concurrency=2)
+        return cls(frame_requests=20, query_repeats=3, query_seconds=0.0, first_image_repeats=2, readers=2,
+                   series_concurrency=2)
 
 
 @dataclass(slots=True)
@@ -390,8 +397,16 @@ def series_low_resolution(target: Target, series: Series, sizes: Sizes) -> Phase
     return PhaseResult(figures)
 
 
-def _median_ms(client: HttpClient, url: str, repeats: int) -> float:
-    return 1000 * float(np.median([_get(client, url, JSON_ACCEPT)[0] for _ in range(repeats)]))
+QUERY_MAX_REQUESTS = 2000
+
+
+def _median_ms(client: HttpClient, url: str, sizes: Sizes) -> float:
+    """Median latency of at least sizes.query_repeats requests, sampled for up to sizes.query_seconds."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + sizes.query_seconds
+    while len(samples) < sizes.query_repeats or (time.perf_counter() < deadline and len(samples) < QUERY_MAX_REQUESTS):
+        samples.append(_get(client, url, JSON_ACCEPT)[0])
+    return 1000 * float(np.median(samples))
 
 
 def series_metadata(target: Target, series: Series, sizes: Sizes) -> PhaseResult:
@@ -399,7 +414,7 @@ def series_metadata(target: Target, series: Series, sizes: Sizes) -> PhaseResult
     url = f"{target.web_root}/studies/{series.study_uid}/series/{series.series_uid}/metadata"
     with HttpClient(timeout=300) as client:
         first, size = _get(client, url, JSON_ACCEPT)
-        return PhaseResult({"ms": _median_ms(client, url, sizes.query_repeats), "first_ms": first * 1000,
+        return PhaseResult({"ms": _median_ms(client, url, sizes), "first_ms": first * 1000,
                             "kb": size / 1e3})
 
 
@@ -411,7 +426,7 @@ def qido(target: Target, series: Series, sizes: Sizes) -> PhaseResult:
             "instances_ms": f"{root}/studies/{study}/series/{series.series_uid}/instances"}
     with HttpClient(timeout=300) as client:
         _get(client, urls["studies_ms"], JSON_ACCEPT)
-        return PhaseResult({key: _median_ms(client, url, sizes.query_repeats) for key, url in urls.items()})
+        return PhaseResult({key: _median_ms(client, url, sizes) for key, url in urls.items()})
 
 
 def mixed_load(target: Target, workload: Workload, store: Series, sizes: Sizes, seed: int) -> PhaseResult:
@@ -451,6 +466,43 @@ def mixed_load(target: Target, workload: Workload, store: Series, sizes: Sizes, 
                "store_mb_per_s": store.size / 1e6 / store_seconds}
     figures.update(_percentiles(every))
     return PhaseResult(figures)
+
+
+# ------------------------------------------------------------------------------------------- the host
+
+
+@functools.lru_cache(maxsize=4)
+def _codestream(sample: Path) -> bytes:
+    return bytes(imagecodecs.htj2k_encode(pydicom.dcmread(sample).pixel_array, reversible=True))
+
+
+def host_speed(sample: Path, decodes: int = 20, loop: int = 300_000) -> PhaseResult:
+    """A fixed CPU task timed in the bench process while the target is idle: not a target's figure.
+
+    Targets run one after the other, minutes apart, and other machines share this host: a ratio between
+    two targets' figures holds only if the host kept its speed. Timed before every read phase, so the
+    report shows how much it moved. Pure Python (a loop) and native code (HTJ2K decodes of `sample`'s
+    pixels) each as the fastest of three tries, in milliseconds.
+    """
+    data = _codestream(sample)
+
+    def python() -> None:
+        total = 0
+        for i in range(loop):
+            total += i * i
+
+    def native() -> None:
+        for _ in range(decodes):
+            imagecodecs.htj2k_decode(data)
+
+    return PhaseResult({"python_ms": 1000 * min(_seconds(python) for _ in range(3)),
+                        "decode_ms": 1000 * min(_seconds(native) for _ in range(3))})
+
+
+def _seconds(task: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    task()
+    return time.perf_counter() - start
 
 
 def memory(target: Target) -> PhaseResult:

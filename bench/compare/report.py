@@ -28,6 +28,9 @@ PHASE_TITLES = {
     "qido": "QIDO-RS latency",
     "mixed_load": "Mixed load: concurrent frame readers while storescu stores another study",
     "memory": "Peak resident memory of the server (VmHWM) after ingest and all reads",
+    "host_speed": "Host speed: a fixed CPU task timed in the bench process before each read phase, the target "
+    "idle (not a target's figure: ×ratio above 1 means the host was that much slower while this target ran "
+    "than while pacs-engine ran)",
 }
 _HIGHER_IS_BETTER = ("_per_s", "input_over_stored")
 # The figure each phase is judged by; plotted and used for the targets check.
@@ -44,12 +47,18 @@ def higher_is_better(metric: str) -> bool:
 
 
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """phase -> metric -> target -> {median, min, max, n, ratio}; ratio = median / pacs-engine's median."""
+    """phase -> metric -> target -> {median, min, max, n, ratio}; ratio = median / pacs-engine's median.
+
+    The host-speed checks of each target count as one more phase, "host_speed".
+    """
     summary: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for target in results["targets"]:
-        for phase, entry in target["phases"].items():
+        runs_by_phase = {phase: entry["runs"] for phase, entry in target["phases"].items()}
+        if target.get("host_speed"):
+            runs_by_phase["host_speed"] = target["host_speed"]
+        for phase, runs in runs_by_phase.items():
             metrics: dict[str, list[float]] = {}
-            for run in entry["runs"]:
+            for run in runs:
                 for metric, value in run.items():
                     metrics.setdefault(metric, []).append(float(value))
             for metric, values in metrics.items():

@@ -83,6 +83,7 @@ class TargetRun:
     status: str = "ok"  # ok, skipped, crashed (the server died during the run)
     notes: list[str] = field(default_factory=list)
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    host_speed: list[phases.Figures] = field(default_factory=list)  # timed before each read phase
 
     def record(self, phase: str, result: PhaseResult) -> None:
         entry = self.phases.setdefault(phase, {"runs": [], "info": {}})
@@ -96,7 +97,7 @@ class TargetRun:
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.target.name, "family": self.target.family, "status": self.status,
-                "notes": self.notes, "phases": self.phases}
+                "notes": self.notes, "phases": self.phases, "host_speed": self.host_speed}
 
 
 class _Runner:
@@ -171,6 +172,7 @@ class _Runner:
             if phase in INGEST_PHASES or phase == "storage":
                 continue
             repeats = 1 if phase == "memory" else self.options.repeats
+            self.run.host_speed.append(phases.host_speed(self.workload.main_series().files[0]).figures)
             for r in range(repeats):
                 self.progress(f"{self.target.name}: {phase} run {r + 1}/{repeats}")
                 try:

@@ -63,6 +63,11 @@ def test_pacs_engine_and_dcmtk_run_every_phase_that_applies(small_run: tuple[Pat
     _check_phases(_target(results, "pacs-engine-jpegls"), applicable_phases(by_name["pacs-engine-jpegls"]))
     _check_phases(_target(results, "dcmtk-storescp"), ["cstore_1", "storage", "memory", "cstore_4"])
     assert len(applicable_phases(by_name["pacs-engine"])) == len(ALL_PHASES)
+    # the host is timed before each phase that reads the archive left by the ingest (memory included)
+    for name, reads in (("pacs-engine", len(ALL_PHASES) - 4), ("dcmtk-storescp", 1)):
+        host = _target(results, name)["host_speed"]
+        assert len(host) == reads and all(set(run) == {"python_ms", "decode_ms"} for run in host)
+        assert all(value > 0 for run in host for value in run.values())
 
 
 @needs_dcmtk
@@ -97,6 +102,7 @@ def test_report_has_ratios_to_pacs_engine_and_plots(small_run: tuple[Path, dict[
     assert engine_syntax.startswith("1.2.840.10008.1.2.4.202 ")  # sent as stored: HTJ2K lossless RPCL
     report = (out / "report.md").read_text()
     assert "## Results by phase" in report and "×1.00" in report
+    assert "### Host speed" in report and "| python_ms ↓ |" in report and summary["host_speed"]["decode_ms"]
     for group in PLOTS:
         png = out / f"{group}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", group
