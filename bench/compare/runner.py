@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from bench.compare import phases
-from bench.compare.phases import PhaseError, PhaseResult, Sizes
+from bench.compare.phases import Figures, PhaseError, PhaseResult, Sizes
 from bench.compare.targets import BENCH_AE, FAMILIES, Node, PacsEngine, Target, all_targets, orthanc_binary
 from bench.compare.workload import SERIES_NAMES, Workload, build_workload
 from engine import __version__
@@ -83,7 +83,7 @@ class TargetRun:
     status: str = "ok"  # ok, skipped, crashed (the server died during the run)
     notes: list[str] = field(default_factory=list)
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    host_speed: list[phases.Figures] = field(default_factory=list)  # timed before each read phase
+    host_speed: list[Figures] = field(default_factory=list)  # timed before each read phase
 
     def record(self, phase: str, result: PhaseResult) -> None:
         entry = self.phases.setdefault(phase, {"runs": [], "info": {}})
