@@ -2,7 +2,7 @@
 
 Every phase uses the same client for every target: DCMTK storescu / getscu / movescu for DIMSE (and
 pynetdicom's SCU, through engine.net, for a C-GET in the stored syntax, which DCMTK 3.6.7 cannot ask for
-when it is HTJ2K), httpx for STOW-RS, and bench.compare.client (http.client, kept-alive connections) for
+when it is HTJ2K), httpx for STOW-RS, and bench.compare.client (HTTP/1.1 GETs on kept-alive sockets) for
 DICOMweb reads. Figures are plain floats keyed by metric name.
 """
 
