@@ -1,11 +1,12 @@
-"""The bench's HTTP client against a peer that drops kept-alive connections and one that gzips."""
+"""The bench's HTTP client against peers that drop kept-alive connections, gzip, chunk, and answer badly."""
 
 from __future__ import annotations
 
 import gzip
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,21 +24,10 @@ def _read_request(conn: socket.socket) -> bytes:
     return data
 
 
-def _stop(server: socket.socket) -> None:
-    """Close a listening socket and wake the thread blocked in its accept() (close alone does not)."""
-    try:
-        server.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    server.close()
-
-
-@pytest.fixture
-def one_request_per_connection() -> Iterator[tuple[int, list[bytes]]]:
-    """An HTTP peer that answers one request per connection and then closes it without saying so
-    (no Connection: close), as a server does when its keep-alive timeout passes between two requests."""
+@contextmanager
+def _peer(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback listener whose thread passes each accepted connection to `handle`; yields its port."""
     server = socket.create_server((LOOPBACK, 0))
-    requests: list[bytes] = []
 
     def serve() -> None:
         while True:
@@ -46,24 +36,41 @@ def one_request_per_connection() -> Iterator[tuple[int, list[bytes]]]:
             except OSError:
                 return
             with conn:
-                request = _read_request(conn)
-                if not request:
-                    continue
-                requests.append(request)
-                body = b'{"n": %d}' % len(requests)
-                gzipped = b"accept-encoding: gzip" in request.lower() and len(requests) % 2 == 0
-                if gzipped:
-                    body = gzip.compress(body)
-                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body)
-                conn.sendall(head + (b"Content-Encoding: gzip\r\n" if gzipped else b"") + b"\r\n" + body)
+                handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield server.getsockname()[1], requests
+        yield server.getsockname()[1]
     finally:
-        _stop(server)
+        try:
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept(); closing alone does not
+        except OSError:
+            pass
+        server.close()
         thread.join(5)
+
+
+@pytest.fixture
+def one_request_per_connection() -> Iterator[tuple[int, list[bytes]]]:
+    """An HTTP peer that answers one request per connection and then closes it without saying so
+    (no Connection: close), as a server does when its keep-alive timeout passes between two requests."""
+    requests: list[bytes] = []
+
+    def answer(conn: socket.socket) -> None:
+        request = _read_request(conn)
+        if not request:
+            return
+        requests.append(request)
+        body = b'{"n": %d}' % len(requests)
+        gzipped = b"accept-encoding: gzip" in request.lower() and len(requests) % 2 == 0
+        if gzipped:
+            body = gzip.compress(body)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body)
+        conn.sendall(head + (b"Content-Encoding: gzip\r\n" if gzipped else b"") + b"\r\n" + body)
+
+    with _peer(answer) as port:
+        yield port, requests
 
 
 def test_a_dropped_kept_alive_connection_is_reopened_once(one_request_per_connection: tuple[int, list[bytes]]) -> None:
@@ -96,30 +103,17 @@ def scripted() -> Iterator[tuple[int, list[list[bytes]]]]:
     """A peer that answers each connection's requests with the next canned answers, byte for byte, split
     into small pieces (so every answer arrives over several recv calls), then closes the connection.
     Tests put one list of answers per connection they expect into the returned list."""
-    server = socket.create_server((LOOPBACK, 0))
     script: list[list[bytes]] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
+    def play(conn: socket.socket) -> None:
+        for answer in script.pop(0) if script else []:
+            if not _read_request(conn):
                 return
-            answers = script.pop(0) if script else []
-            with conn:
-                for answer in answers:
-                    if not _read_request(conn):
-                        break
-                    for start in range(0, len(answer), 7):
-                        conn.sendall(answer[start : start + 7])
+            for start in range(0, len(answer), 7):
+                conn.sendall(answer[start : start + 7])
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1], script
-    finally:
-        _stop(server)
-        thread.join(5)
+    with _peer(play) as port:
+        yield port, script
 
 
 def test_chunked_sized_interim_and_empty_bodies_on_one_connection(scripted: tuple[int, list[list[bytes]]]) -> None:
