@@ -156,7 +156,10 @@ def render_markdown(results: dict[str, Any], summary: dict[str, Any], plots: Seq
               "acknowledges once an instance is journalled, commits its query record right after and "
               "transcodes its pixels behind that, so its CPU figure includes the transcodes): `ack_seconds` "
               "is when the sender finished. "
-              "The read phases run against the archive left by the last C-STORE run. Every DCMTK process "
+              "The read phases run against the archive left by the last C-STORE run. The targets take turns: "
+              "each repetition of a phase runs on every target before the next one starts, and every target "
+              "stays up, idle, through the read phases, so a change in the shared host's speed falls on all "
+              "of them (the host-speed table at the end shows how much it moved). Every DCMTK process "
               "(storescu, getscu, movescu, storescp, Orthanc) runs with TCP_NODELAY=1. Orthanc runs with its "
               "defaults apart from storage, ports, AE titles and the DICOMweb plugin (so StorageAccessOnFind is "
               "Always and its DICOMweb metadata is read from the stored files).", "", "## Workload", "",

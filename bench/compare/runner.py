@@ -101,7 +101,11 @@ class TargetRun:
 
 
 class _Runner:
-    """Runs the phases of one target: ingest repeated on fresh storage, reads repeated on the kept archive."""
+    """One target's phases, a repetition at a time: ingest on fresh storage, reads on the kept archive.
+
+    The schedule (_run_targets) has the targets take turns, so each target's repetitions are spread over
+    the whole run rather than bunched into its own few minutes of it.
+    """
 
     def __init__(self, target: Target, workload: Workload, options: BenchOptions, workdir: Path,
                  progress: Progress) -> None:
@@ -110,21 +114,21 @@ class _Runner:
         self.sizes = Sizes.small() if options.small else Sizes()
         self.run = TargetRun(target)
         self.destination: StoreSCP | None = None
+        self.reading = False  # up with the archive of its last cstore_1 run, for the read phases
+        self.failed: set[str] = set()  # phases that failed: not run again
 
-    def go(self) -> TargetRun:
+    def open(self) -> None:
         self.destination = StoreSCP(self.workdir / "moved", ae_title=BENCH_AE).__enter__()
-        try:
-            if self._ingest("cstore_1", keep_last=True):
-                try:
-                    self._reads()
-                finally:
-                    self._stop()
-            for phase in ("cstore_4", "stow"):
-                if phase in applicable_phases(self.target) and self.run.status == "ok":
-                    self._ingest(phase, keep_last=False)
-        finally:
+
+    def close(self) -> None:
+        self.end_reads()
+        if self.destination is not None:
             self.destination.stop()
-        return self.run
+            self.destination = None
+
+    def takes(self, phase: str) -> bool:
+        """Whether the phase still applies: the target runs, takes part in it, and it has not failed."""
+        return self.run.status == "ok" and phase in applicable_phases(self.target) and phase not in self.failed
 
     def _node(self) -> Node:
         assert self.destination is not None
@@ -136,53 +140,57 @@ class _Runner:
             self.run.notes.append(f"the server crashed: {crash}")
             self.run.status = "crashed"
 
-    def _ingest(self, phase: str, *, keep_last: bool) -> bool:
-        """Each repetition on a freshly started, empty target; the last one of cstore_1 stays up."""
-        for r in range(self.options.repeats):
-            run_dir = self.workdir / f"{phase}-{r}"
-            self.progress(f"{self.target.name}: {phase} run {r + 1}/{self.options.repeats}")
-            try:
-                self.target.start(run_dir, self._node())
-            except _FAILURES as exc:
-                self.run.fail(phase, exc)
-                return False
-            keep = keep_last and r == self.options.repeats - 1
-            try:
-                self.run.record(phase, self._ingest_once(phase))
-                if phase == "cstore_1":
-                    self.run.record("storage", phases.storage(self.target, self.workload))
-            except _FAILURES as exc:
-                self.run.fail(phase, exc)
-                keep = False
-            finally:
-                if not keep:
-                    self._stop()
-                    shutil.rmtree(run_dir, ignore_errors=True)
-            if self.run.status != "ok" or "error" in self.run.phases.get(phase, {}):
-                return False
-        return True
+    def ingest(self, phase: str, r: int) -> None:
+        """Repetition r of an ingest phase on a freshly started, empty target. The last cstore_1 run stays
+        up for the read phases."""
+        run_dir = self.workdir / f"{phase}-{r}"
+        self.progress(f"{self.target.name}: {phase} run {r + 1}/{self.options.repeats}")
+        try:
+            self.target.start(run_dir, self._node())
+        except _FAILURES as exc:
+            self._fail(phase, exc)
+            return
+        keep = phase == "cstore_1" and r == self.options.repeats - 1
+        try:
+            self.run.record(phase, self._ingest_once(phase))
+            if phase == "cstore_1":
+                self.run.record("storage", phases.storage(self.target, self.workload))
+        except _FAILURES as exc:
+            self._fail(phase, exc)
+            keep = False
+        finally:
+            if not keep:
+                self._stop()
+                shutil.rmtree(run_dir, ignore_errors=True)
+        self.reading = keep and self.run.status == "ok"
+
+    def _fail(self, phase: str, exc: BaseException) -> None:
+        self.run.fail(phase, exc)
+        self.failed.add(phase)
 
     def _ingest_once(self, phase: str) -> PhaseResult:
         if phase == "stow":
             return phases.stow_ingest(self.target, self.workload)
         return phases.cstore_ingest(self.target, self.workload, 4 if phase == "cstore_4" else 1)
 
-    def _reads(self) -> None:
-        for phase in applicable_phases(self.target):
-            if phase in INGEST_PHASES or phase == "storage":
-                continue
-            repeats = 1 if phase == "memory" else self.options.repeats
+    def read(self, phase: str, r: int) -> None:
+        """Repetition r of a read phase against the kept archive; the host is timed before the first."""
+        if not self.reading or not self.takes(phase):
+            return
+        if r == 0:
             self.run.host_speed.append(phases.host_speed(self.workload.main_series().files[0]).figures)
-            for r in range(repeats):
-                self.progress(f"{self.target.name}: {phase} run {r + 1}/{repeats}")
-                try:
-                    self.run.record(phase, self._read_once(phase, r))
-                except _FAILURES as exc:
-                    self.run.fail(phase, exc)
-                    if not self.target.alive():  # it died: nothing more to read from it
-                        self._stop()
-                        return
-                    break
+        self.progress(f"{self.target.name}: {phase} run {r + 1}/{read_repeats(phase, self.options)}")
+        try:
+            self.run.record(phase, self._read_once(phase, r))
+        except _FAILURES as exc:
+            self._fail(phase, exc)
+            if not self.target.alive():  # it died: nothing more to read from it
+                self.end_reads()
+
+    def end_reads(self) -> None:
+        if self.reading:
+            self.reading = False
+            self._stop()
 
     def _read_once(self, phase: str, r: int) -> PhaseResult:
         target, workload, sizes = self.target, self.workload, self.sizes
@@ -209,6 +217,39 @@ class _Runner:
         if phase == "memory":
             return phases.memory(target)
         raise ValueError(f"unknown phase {phase}")
+
+
+def read_repeats(phase: str, options: BenchOptions) -> int:
+    return 1 if phase == "memory" else options.repeats
+
+
+def _run_targets(runners: Sequence[_Runner], options: BenchOptions) -> None:
+    """Every phase of every target, the targets taking turns at each repetition.
+
+    Targets run one at a time, but a host shared with other machines changes speed over minutes: with
+    each target's phases bunched together, a slow spell fell on one target's figures only (this host's
+    speed check varied by a third within one run). Taking turns spreads it over all of them. All
+    targets stay up, idle, for the read phases, each with the archive of its last cstore_1 run.
+    """
+    for r in range(options.repeats):
+        for runner in runners:
+            if runner.takes("cstore_1"):
+                runner.ingest("cstore_1", r)
+    try:
+        for phase in ALL_PHASES:
+            if phase in INGEST_PHASES or phase == "storage":
+                continue
+            for r in range(read_repeats(phase, options)):
+                for runner in runners:
+                    runner.read(phase, r)
+    finally:
+        for runner in runners:
+            runner.end_reads()
+    for phase in ("cstore_4", "stow"):
+        for r in range(options.repeats):
+            for runner in runners:
+                if runner.takes(phase):
+                    runner.ingest(phase, r)
 
 
 def _machine() -> dict[str, Any]:
@@ -270,7 +311,7 @@ def _run_bench(options: BenchOptions, progress: Progress) -> dict[str, Any]:
         progress(f"building the workload ({', '.join(options.series)}{', small' if options.small else ''})")
         workload = build_workload(work, options.series, small=options.small, repeats=options.repeats)
         started = time.time()
-        runs = []
+        runs, runners = [], []
         for target in targets:
             missing = target.missing()
             if missing:
@@ -279,8 +320,16 @@ def _run_bench(options: BenchOptions, progress: Progress) -> dict[str, Any]:
                 continue
             workdir = Path(tmp) / target.name
             workdir.mkdir()
-            runs.append(_Runner(target, workload, options, workdir, progress).go())
-            shutil.rmtree(workdir, ignore_errors=True)
+            runners.append(_Runner(target, workload, options, workdir, progress))
+            runs.append(runners[-1].run)
+        try:
+            for runner in runners:
+                runner.open()
+            _run_targets(runners, options)
+        finally:
+            for runner in runners:
+                runner.close()
+                shutil.rmtree(runner.workdir, ignore_errors=True)
         results = {
             "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
                      "seconds": round(time.time() - started, 1), "repeats": options.repeats, "small": options.small,

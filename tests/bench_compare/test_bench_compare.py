@@ -6,6 +6,8 @@ with the same client and lands in results.json, report.md and the plots, with ra
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import sys
@@ -32,9 +34,12 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     if not dcmtk_available() or pydicom_data_dir() is None:
         pytest.skip("needs DCMTK and pydicom-data")
     out = tmp_path_factory.mktemp("bench") / "out"
-    status = main(["bench", "--small", "--series", "ct300,mr", "--targets", "pacs-engine,orthanc,dcmtk",
-                   "--out", str(out), "--work", str(out.parent / "work")])
-    assert status == 0
+    progress = io.StringIO()
+    with contextlib.redirect_stderr(progress):
+        status = main(["bench", "--small", "--series", "ct300,mr", "--targets", "pacs-engine,orthanc,dcmtk",
+                       "--out", str(out), "--work", str(out.parent / "work")])
+    (out.parent / "progress.txt").write_text(progress.getvalue())
+    assert status == 0, progress.getvalue()[-3000:]
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -68,6 +73,23 @@ def test_pacs_engine_and_dcmtk_run_every_phase_that_applies(small_run: tuple[Pat
         host = _target(results, name)["host_speed"]
         assert len(host) == reads and all(set(run) == {"python_ms", "decode_ms"} for run in host)
         assert all(value > 0 for run in host for value in run.values())
+
+
+@needs_dcmtk
+@needs_data
+def test_targets_take_turns_at_each_phase(small_run: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = small_run
+    lines = (out.parent / "progress.txt").read_text().splitlines()
+
+    def at(target: str, phase: str) -> int:
+        return lines.index(f"bench: {target}: {phase} run 1/1")
+
+    names = ("pacs-engine", "pacs-engine-jpegls", "dcmtk-storescp")
+    # every target's first ingest before any read, and the reads before the other ingests
+    assert max(at(n, "cstore_1") for n in names) < at("pacs-engine", "cget") < at("pacs-engine", "memory")
+    assert max(at(n, "memory") for n in names) < min(at(n, "cstore_4") for n in names)
+    # within the reads, one phase at a time across the targets
+    assert at("pacs-engine", "frame_latency") < at("pacs-engine-jpegls", "frame_latency") < at("pacs-engine", "first_image")
 
 
 @needs_dcmtk
