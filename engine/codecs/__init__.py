@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.codecs._checksum import crc32
 from engine.codecs._frames import decode_frame, encode_frame, encode_verified, frame_dtype, syntax_for_codec
 from engine.codecs._levels import downsample, level_count, level_shape
 from engine.codecs._registry import is_available, storage_codecs
@@ -19,6 +20,7 @@ __all__ = [
     "WINDOW_FUNCTIONS",
     "encode_jpeg",
     "encode_png",
+    "crc32",
     "window_to_uint8",
     "DECODABLE_SYNTAXES",
     "ENCODABLE_SYNTAXES",

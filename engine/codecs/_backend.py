@@ -22,6 +22,7 @@ _FEATURE_CLASS = {
     "jpegsof3": "JPEGSOF3",
     "zstd": "ZSTD",
     "packbits": "PACKBITS",
+    "deflate": "DEFLATE",  # libdeflate: only its CRC-32 is used (engine.codecs._checksum)
 }
 
 # Errors imagecodecs and numpy raise on a codestream they cannot read; translated to CorruptDataError.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from engine.codecs import crc32
 from engine.errors import CorruptDataError, NotFoundError
 from engine.pixels._chunkstore import ChunkStore, FileParts, LocalChunkStore
 from engine.pixels._layout import (
@@ -140,7 +140,7 @@ class PixelStore:
         index, offsets = shard_index([len(c) for c in chunks])
         shard = f"{array.level}/{shard_key(len(array.shape))}"
         refs = tuple(
-            ChunkRef(key=f"{key}/{shard}", offset=offset, length=len(chunk), crc32=zlib.crc32(chunk))
+            ChunkRef(key=f"{key}/{shard}", offset=offset, length=len(chunk), crc32=crc32(chunk))
             for offset, chunk in zip(offsets, chunks, strict=True)
         )
         files = [
@@ -183,10 +183,10 @@ class PixelStore:
                 raise CorruptDataError(
                     f"pixel shard {key} is truncated: {len(data)} of {length} bytes at offset {offset}"
                 )
-            if prefix is None and zlib.crc32(data) != ref.crc32:
+            if prefix is None and crc32(data) != ref.crc32:
                 raise CorruptDataError(
                     f"pixel shard {key} is corrupt: crc32 of {length} bytes at offset {offset} "
-                    f"is {zlib.crc32(data):08x}, recorded {ref.crc32:08x}"
+                    f"is {crc32(data):08x}, recorded {ref.crc32:08x}"
                 )
         return datas
 
@@ -220,7 +220,7 @@ class PixelStore:
             problems.append(f"{key}: shard index disagrees with the recorded chunk positions")
         for i, ref in enumerate(refs):
             data = self.store.get_range(key, ref.offset, ref.length)
-            if zlib.crc32(data) != ref.crc32:
+            if crc32(data) != ref.crc32:
                 problems.append(f"{key}: chunk {i} at offset {ref.offset} fails its crc32")
         return problems
 
