@@ -17,11 +17,11 @@ import logging
 import os
 import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.codecs import crc32
 from engine.errors import CorruptDataError, StorageFullError
 
 LOGGER = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Journal:
     def append(self, sop_instance_uid: str, transfer_syntax_uid: str, digest: str, data: bytes | memoryview) -> Ticket:
         """Write a record (not yet durable: call sync(ticket)). Raises StorageFullError on ENOSPC."""
         header = json.dumps({"sop": sop_instance_uid, "ts": transfer_syntax_uid, "digest": digest}).encode()
-        head = _HEAD.pack(_MAGIC, len(header), len(data), zlib.crc32(data))
+        head = _HEAD.pack(_MAGIC, len(header), len(data), crc32(data))
         with self._lock:
             if self._written >= SEGMENT_BYTES:
                 self._rotate()
@@ -209,7 +209,7 @@ class Journal:
                     LOGGER.error("journal segment %s: unreadable record at byte %d; later records skipped", segment, pos)
                 break
             body = data[start + header_len : end]
-            if zlib.crc32(body) != crc:
+            if crc32(body) != crc:
                 raise CorruptDataError(f"journal segment {segment}: record at byte {pos} fails its checksum")
             header = json.loads(data[start : start + header_len])
             yield JournalRecord(segment, header["sop"], header["ts"], header["digest"], body, start + header_len, end)
