@@ -479,9 +479,9 @@ def _codestream(sample: Path) -> bytes:
 def host_speed(sample: Path, decodes: int = 20, loop: int = 300_000) -> PhaseResult:
     """A fixed CPU task timed in the bench process while the target is idle: not a target's figure.
 
-    Targets run one after the other, minutes apart, and other machines share this host: a ratio between
-    two targets' figures holds only if the host kept its speed. Timed before every read phase, so the
-    report shows how much it moved. Pure Python (a loop) and native code (HTJ2K decodes of `sample`'s
+    Targets are measured one at a time, and other machines share this host: a ratio between two
+    targets' figures holds only if the host kept its speed meanwhile. Timed before every read phase of
+    every target, so the report shows how much it moved. Pure Python (a loop) and native code (HTJ2K decodes of `sample`'s
     pixels) each as the fastest of three tries, in milliseconds.
     """
     data = _codestream(sample)
