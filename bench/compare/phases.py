@@ -481,8 +481,8 @@ def host_speed(sample: Path, decodes: int = 20, loop: int = 300_000) -> PhaseRes
 
     Targets are measured one at a time, and other machines share this host: a ratio between two
     targets' figures holds only if the host kept its speed meanwhile. Timed before every read phase of
-    every target, so the report shows how much it moved. Pure Python (a loop) and native code (HTJ2K decodes of `sample`'s
-    pixels) each as the fastest of three tries, in milliseconds.
+    every target, so the report shows how much it moved. Pure Python (a loop) and native code (HTJ2K
+    decodes of `sample`'s pixels) each as the fastest of three tries, in milliseconds.
     """
     data = _codestream(sample)
 

@@ -134,7 +134,8 @@ def test_chunked_sized_interim_and_empty_bodies_on_one_connection(scripted: tupl
 
 def test_a_body_that_ends_with_the_connection_then_a_new_connection(scripted: tuple[int, list[list[bytes]]]) -> None:
     port, script = scripted
-    script += [[b"HTTP/1.0 200 OK\r\n\r\nall of it"], [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"],
+    script += [[b"HTTP/1.0 200 OK\r\n\r\nall of it"],
+               [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"],
                [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes"]]
     url = f"http://{LOOPBACK}:{port}/x"
     with HttpClient(timeout=10) as client:

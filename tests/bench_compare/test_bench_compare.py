@@ -89,7 +89,8 @@ def test_targets_take_turns_at_each_phase(small_run: tuple[Path, dict[str, Any]]
     assert max(at(n, "cstore_1") for n in names) < at("pacs-engine", "cget") < at("pacs-engine", "memory")
     assert max(at(n, "memory") for n in names) < min(at(n, "cstore_4") for n in names)
     # within the reads, one phase at a time across the targets
-    assert at("pacs-engine", "frame_latency") < at("pacs-engine-jpegls", "frame_latency") < at("pacs-engine", "first_image")
+    frames, first_image = "frame_latency", "first_image"
+    assert at("pacs-engine", frames) < at("pacs-engine-jpegls", frames) < at("pacs-engine", first_image)
 
 
 @needs_dcmtk
