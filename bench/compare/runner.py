@@ -115,7 +115,6 @@ class _Runner:
         self.run = TargetRun(target)
         self.destination: StoreSCP | None = None
         self.reading = False  # up with the archive of its last cstore_1 run, for the read phases
-        self.failed: set[str] = set()  # phases that failed: not run again
 
     def open(self) -> None:
         self.destination = StoreSCP(self.workdir / "moved", ae_title=BENCH_AE).__enter__()
@@ -128,7 +127,8 @@ class _Runner:
 
     def takes(self, phase: str) -> bool:
         """Whether the phase still applies: the target runs, takes part in it, and it has not failed."""
-        return self.run.status == "ok" and phase in applicable_phases(self.target) and phase not in self.failed
+        failed = "error" in self.run.phases.get(phase, {})
+        return self.run.status == "ok" and phase in applicable_phases(self.target) and not failed
 
     def _node(self) -> Node:
         assert self.destination is not None
@@ -148,7 +148,7 @@ class _Runner:
         try:
             self.target.start(run_dir, self._node())
         except _FAILURES as exc:
-            self._fail(phase, exc)
+            self.run.fail(phase, exc)
             return
         keep = phase == "cstore_1" and r == self.options.repeats - 1
         try:
@@ -156,17 +156,13 @@ class _Runner:
             if phase == "cstore_1":
                 self.run.record("storage", phases.storage(self.target, self.workload))
         except _FAILURES as exc:
-            self._fail(phase, exc)
+            self.run.fail(phase, exc)
             keep = False
         finally:
             if not keep:
                 self._stop()
                 shutil.rmtree(run_dir, ignore_errors=True)
         self.reading = keep and self.run.status == "ok"
-
-    def _fail(self, phase: str, exc: BaseException) -> None:
-        self.run.fail(phase, exc)
-        self.failed.add(phase)
 
     def _ingest_once(self, phase: str) -> PhaseResult:
         if phase == "stow":
@@ -183,7 +179,7 @@ class _Runner:
         try:
             self.run.record(phase, self._read_once(phase, r))
         except _FAILURES as exc:
-            self._fail(phase, exc)
+            self.run.fail(phase, exc)
             if not self.target.alive():  # it died: nothing more to read from it
                 self.end_reads()
 
