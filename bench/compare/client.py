@@ -151,7 +151,10 @@ def _read_reply(connection: _Connection) -> tuple[int, bytes, bool]:
     elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
         body = _read_chunked(connection)
     elif b"content-length" in headers:
-        body = connection.take(int(headers[b"content-length"]))
+        length = headers[b"content-length"]
+        if not length.isdigit():  # also a repeated one, joined with a comma
+            raise ProtocolError(f"a Content-Length that is not a byte count: {length[:40]!r}")
+        body = connection.take(int(length))
     else:  # the body ends with the connection
         while connection.fill():
             pass

@@ -149,6 +149,7 @@ def test_a_body_that_ends_with_the_connection_then_a_new_connection(scripted: tu
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "5 bytes before the body's end"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not hexadecimal"),
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "without a colon"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "not a byte count"),
         (b"HTTP/1.1 200 OK\r\nContent-Le", "inside the HTTP headers"),
     ],
 )
