@@ -16,13 +16,24 @@ from engine.index._model import (
     SeriesRecord,
     StudyRecord,
 )
-from engine.index._query import LEVELS, MODEL_LEVELS, Match, check_level, find, instances_by_unique_keys, is_narrow
+from engine.index._query import (
+    ATTRIBUTE_LEVELS,
+    LEVELS,
+    MODEL_LEVELS,
+    Match,
+    belongs_below,
+    check_level,
+    find,
+    instances_by_unique_keys,
+    is_narrow,
+)
 from engine.index._read import LOOKUP_LEVELS, IndexReader
 from engine.index._records import RECORD_VERSION, decode_instance, encode_instance
 from engine.index._schema import SCHEMA_VERSION, IndexSchemaError
 from engine.index._write import IndexWriter, PreparedEntry, prepare_entry
 
 __all__ = [
+    "ATTRIBUTE_LEVELS",
     "LEVELS",
     "MODEL_LEVELS",
     "LOOKUP_LEVELS",
@@ -45,6 +56,7 @@ __all__ = [
     "PutStatus",
     "SeriesRecord",
     "StudyRecord",
+    "belongs_below",
     "decode_instance",
     "check_level",
     "encode_instance",

@@ -32,6 +32,41 @@ NOT_MATCHED = frozenset({"SpecificCharacterSet", "QueryRetrieveLevel", "Retrieve
 BATCH = 256  # candidates checked per read transaction: short transactions, early stop on a limit or cancel
 # Study attributes a lower level repeats (relational queries: a series query may name the patient).
 _STUDY_KEYS = ("PatientID", "PatientName", "AccessionNumber", "StudyDate")
+_DEPTH: Mapping[str, int] = {name: depth for depth, name in enumerate(LEVELS)}
+
+# The level of the information model each attribute belongs to (PS3.4 C.6.1.1 / C.6.2.1; PS3.3 places
+# General Equipment, Frame of Reference and the performed procedure step in the series). A query fills
+# one of its own level or above that the level's record lacks from the first instance below, since every
+# instance repeats it. One of a lower level describes the records below, not this one: it is matched
+# against them (a study matches Modality=SR when one of its series does) and answered empty, instead of
+# with one arbitrary instance's value. Keywords not listed count as the query's own level.
+ATTRIBUTE_LEVELS: Mapping[str, Level] = {
+    **dict.fromkeys(
+        ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+         "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances"),
+        "PATIENT"),
+    **dict.fromkeys(
+        ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID",
+         "StudyDescription", "PatientAge", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+         "NumberOfStudyRelatedInstances"),
+        "STUDY"),
+    **dict.fromkeys(
+        ("SeriesInstanceUID", "SeriesDate", "SeriesTime", "Modality", "SeriesDescription", "SeriesNumber",
+         "BodyPartExamined", "ProtocolName", "Laterality", "PerformingPhysicianName", "Manufacturer",
+         "ManufacturerModelName", "InstitutionName", "InstitutionalDepartmentName", "StationName",
+         "FrameOfReferenceUID", "PerformedProcedureStepStartDate", "NumberOfSeriesRelatedInstances"),
+        "SERIES"),
+    **dict.fromkeys(
+        ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "AcquisitionDate", "AcquisitionNumber",
+         "ContentDate", "ContentTime", "NumberOfFrames", "Rows", "Columns", "BitsAllocated"),
+        "IMAGE"),
+}  # fmt: skip
+
+
+def belongs_below(keyword: str, level: str) -> bool:
+    """Whether `keyword` is an attribute of a level below `level` (unknown keywords are not)."""
+    own = ATTRIBUTE_LEVELS.get(keyword)
+    return own is not None and _DEPTH[own] > _DEPTH[level]
 
 
 def study_match(s: StudyRecord) -> Match:
@@ -226,11 +261,16 @@ def _study_candidates(reader: IndexReader, conditions: Mapping[str, Condition]) 
             found = _keyed(reader, keyword, conditions[keyword])
             if found is not None:
                 sets.append(found)
-    modality = conditions.get("ModalitiesInStudy")
-    if modality is not None:
-        series = _keyed(reader, "Modality", modality)
-        if series is not None:
-            sets.append({_series_study(reader, uid) for uid in series} - {""})
+    for keyword in ("ModalitiesInStudy", "Modality"):  # a study's own, and its series' (relational)
+        if keyword in conditions:
+            series = _keyed(reader, "Modality", conditions[keyword])
+            if series is not None:
+                sets.append({_series_study(reader, uid) for uid in series} - {""})
+    series_uids, sops = conditions.get("SeriesInstanceUID"), conditions.get("SOPInstanceUID")
+    if series_uids is not None and series_uids.singles is not None:
+        sets.append({_series_study(reader, uid) for uid in series_uids.singles} - {""})
+    if sops is not None and sops.singles is not None:
+        sets.append({_instance_parents(reader, sop)[0] for sop in sops.singles} - {""})
     return _intersect(sets)
 
 
@@ -239,6 +279,15 @@ def _series_study(reader: IndexReader, series: str) -> str:
         return reader.series_record(series).study_instance_uid
     except NotFoundError:
         return ""
+
+
+def _instance_parents(reader: IndexReader, sop: str) -> tuple[str, str]:
+    """(study, series) of an instance; ("", "") when it is not stored."""
+    try:
+        summary = reader.get_instance_summary(sop)
+    except NotFoundError:
+        return "", ""
+    return summary.study_instance_uid, summary.series_instance_uid
 
 
 def _series_candidates(reader: IndexReader, conditions: Mapping[str, Condition]) -> list[str] | None:
@@ -250,6 +299,9 @@ def _series_candidates(reader: IndexReader, conditions: Mapping[str, Condition])
         found = _keyed(reader, "Modality", conditions["Modality"])
         if found is not None:
             sets.append(found)
+    sops = conditions.get("SOPInstanceUID")
+    if sops is not None and sops.singles is not None:
+        sets.append({_instance_parents(reader, sop)[1] for sop in sops.singles} - {""})
     studies = _study_candidates(reader, conditions)
     if studies is not None and (not sets or len(studies) < min(len(s) for s in sets)):
         sets.append({series for study in sorted(studies) for series in _children(reader, study)})
@@ -313,13 +365,23 @@ def _patient_candidates(reader: IndexReader, conditions: Mapping[str, Condition]
 
 
 class _Checker:
-    """Builds each candidate's attributes in one read transaction and applies every condition."""
+    """Builds each candidate's attributes in one read transaction and applies every condition.
+
+    A condition on an attribute of a lower level (see ATTRIBUTE_LEVELS) holds when some record below
+    the candidate meets it, together with the other lower-level conditions: a study matches Modality=CT
+    with InstanceNumber=1 when one of its CT series holds an instance numbered 1.
+    """
 
     def __init__(self, reader: IndexReader, level: Level, conditions: Mapping[str, Condition],
                  fields: Collection[str]) -> None:
         self._reader = reader
         self._level = level
-        self._conditions = conditions
+        self._own = {k: c for k, c in conditions.items() if not belongs_below(k, level)}
+        # conditions on the levels below, by depth (1 study .. 3 image); the deepest one ends the descent
+        self._below: dict[int, dict[str, Condition]] = {}
+        for keyword, condition in conditions.items():
+            if belongs_below(keyword, level):
+                self._below.setdefault(_DEPTH[ATTRIBUTE_LEVELS[keyword]], {})[keyword] = condition
         # Keys no record holds (Retrieve AE Title, ...) must not send every match looking for them.
         self._wanted = (set(conditions) | set(fields)) - NOT_MATCHED
         self._studies: dict[str, Match] = {}
@@ -333,14 +395,56 @@ class _Checker:
             return None  # removed since the candidates were listed
         missing = self._wanted - attrs.keys()
         if missing:
-            extra = self._representative(attrs)
+            below = {k for k in missing if belongs_below(k, self._level)}
+            extra = self._representative(attrs) if missing - below else {}
             for keyword in missing:
-                attrs[keyword] = extra.get(keyword, "")
-        for keyword, condition in self._conditions.items():
+                attrs[keyword] = "" if keyword in below else extra.get(keyword, "")
+        for keyword, condition in self._own.items():
             if not condition.matches(attrs.get(keyword)):
                 return None
+        if self._below and not self._below_matches(attrs):
+            return None
         return attrs
 
+    # -- conditions on the levels below ----------------------------------------------------------------
+    def _below_matches(self, attrs: Match) -> bool:
+        try:
+            if self._level == "PATIENT":
+                studies = self._reader.patient_study_uids(str(attrs["PatientID"]))
+                return any(self._descend(1, uid) for uid in studies)
+            if self._level == "STUDY":
+                return any(self._descend(2, uid) for uid in _children(self._reader, str(attrs["StudyInstanceUID"])))
+            return any(self._descend(3, uid) for uid in _instances_of(self._reader, str(attrs["SeriesInstanceUID"])))
+        except NotFoundError:
+            return False
+
+    def _descend(self, depth: int, uid: str) -> bool:
+        """Whether the record `uid` at `depth` meets the lower-level conditions of its depth and has a record
+        below it that meets the deeper ones."""
+        conditions = self._below.get(depth, {})
+        r = self._reader
+        try:
+            if depth == 1:
+                attrs = study_match(r.study_record(uid))
+                first_series = next(iter(_children(r, uid)), None)
+            elif depth == 2:
+                attrs, first_series = series_match(r.series_record(uid)), uid
+            else:
+                attrs, first_series = instance_match(r.get_instance_summary(uid)), None
+            if set(conditions) - attrs.keys() and first_series is not None:
+                sops = _instances_of(r, first_series)
+                attrs = {**(r.get_instance_summary(sops[0]).query if sops else {}), **attrs}
+        except NotFoundError:
+            return False  # removed since the query began
+        if not all(condition.matches(attrs.get(keyword)) for keyword, condition in conditions.items()):
+            return False
+        if depth >= max(self._below):
+            return True
+        if depth == 1:
+            return any(self._descend(2, series) for series in _children(r, uid))
+        return any(self._descend(3, sop) for sop in _instances_of(r, uid))
+
+    # -- the candidate's own attributes ----------------------------------------------------------------
     def _study(self, uid: str) -> Match:
         found = self._studies.get(uid)
         if found is None:
@@ -368,7 +472,8 @@ class _Checker:
         return dict(found)
 
     def _representative(self, attrs: Match) -> Mapping[str, str]:
-        """Query values of the first instance below a patient, study or series: attributes its record lacks."""
+        """Query values of the first instance below a patient, study or series: attributes of its own level
+        or above that its record lacks, which every instance below repeats."""
         r = self._reader
         if self._level == "IMAGE":
             return {}  # an instance's own query values are all there is
@@ -382,7 +487,7 @@ class _Checker:
                 series = r.series_uids(str(attrs["StudyInstanceUID"]))[0]
             else:
                 return {}
-            return r.get_instance(r.instance_uids(series)[0]).query
+            return r.get_instance_summary(r.instance_uids(series)[0]).query
         except (NotFoundError, IndexError):
             return {}
 
@@ -402,8 +507,10 @@ def find(
     Yields one dict per match, in a stable order (patients by ID, studies and series by UID, instances in
     series order), keyed by DICOM keyword: every attribute the level's record holds (upper levels included,
     so relational queries work), the computed counts as int (NumberOf...Related..., ModalitiesInStudy as
-    "CT\\MR"), and every keyword of `criteria` and `fields` (from the first instance below when the level's
-    record lacks it; "" when nothing has it). `offset` matches are skipped and at most `limit` yielded.
+    "CT\\MR"), and every keyword of `criteria` and `fields`: from the first instance below when the level's
+    record lacks one of its level or above, "" for one of a lower level (matched against the records
+    below, see ATTRIBUTE_LEVELS) or that nothing has. `offset` matches are skipped and at most `limit`
+    yielded.
     Each batch of candidates is read in its own short transaction, never held across a yield.
 
     Raises InvalidQueryError for an unknown level or model, or a malformed date/time key value.

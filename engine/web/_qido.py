@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.dicom import QUERY_ELEMENTS, single_uid
-from engine.index import Match, find, is_narrow
+from engine.index import Match, belongs_below, find, is_narrow
 from engine.web._context import Encoded, WebContext, accepts_gzip, base_url, encode_json, json_response, make_etag, uid
 from engine.web._errors import HttpError
 from engine.web._media import DICOM_JSON, choose, parse_accept
@@ -77,8 +77,8 @@ def _count(request: Request, name: str, default: int | None) -> int | None:
 
 def _fields(request: Request, level: str) -> tuple[list[str], bool]:
     asked = [f.strip() for value in request.query_params.getlist("includefield") for f in value.split(",")]
-    if any(f.lower() == "all" for f in asked):
-        return list(ELEMENTS), True
+    if any(f.lower() == "all" for f in asked):  # every attribute of the level and above (not one instance's)
+        return [k for k in ELEMENTS if not belongs_below(k, level)], True
     return list(dict.fromkeys([*DEFAULT_FIELDS[level], *(_keyword(f) for f in asked if f)])), False
 
 

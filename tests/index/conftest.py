@@ -103,6 +103,7 @@ class Factory:
             "PatientName": self.patient_name if patient_name is None else patient_name,
             "PatientBirthDate": "19700101",
             "PatientSex": "F",
+            "PatientAge": "042Y",
             "StudyDate": self.study_date if study_date is None else study_date,
             "StudyTime": "072730",
             "AccessionNumber": f"ACC{study:05d}" if accession is None else accession,

@@ -45,12 +45,15 @@ KEY_VALUES = {
     "ModalitiesInStudy": ("CT", "MR\\PT", "C*", "SR"),
     "Modality": ("CT", "MR\\SR", "?T"),
     "NumberOfStudyRelatedSeries": ("1", "2"),
+    "InstanceNumber": ("1", "2\\3", "3"),
 }
+# Keys of lower levels too (Modality at STUDY level, ...): a record matches when one below it does.
 LEVEL_KEYS = {
-    "PATIENT": ("PatientID", "PatientName"),
-    "STUDY": ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "ModalitiesInStudy", "NumberOfStudyRelatedSeries"),
-    "SERIES": ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "Modality"),
-    "IMAGE": ("PatientID", "StudyDate", "Modality"),
+    "PATIENT": ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "Modality", "InstanceNumber"),
+    "STUDY": ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "ModalitiesInStudy",
+              "NumberOfStudyRelatedSeries", "Modality", "InstanceNumber"),
+    "SERIES": ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "Modality", "InstanceNumber"),
+    "IMAGE": ("PatientID", "StudyDate", "Modality", "InstanceNumber"),
 }
 
 
@@ -112,7 +115,8 @@ def build(index: Index, factory, studies: list[Study]) -> list[dict[str, object]
                              "AccessionNumber": study.accession, "Modality": modality,
                              "ModalitiesInStudy": modalities, "NumberOfStudyRelatedSeries": str(len(study.series)),
                              "StudyInstanceUID": rec.study_instance_uid,
-                             "SeriesInstanceUID": rec.series_instance_uid, "SOPInstanceUID": rec.sop_instance_uid})
+                             "SeriesInstanceUID": rec.series_instance_uid, "SOPInstanceUID": rec.sop_instance_uid,
+                             "InstanceNumber": str(i + 1)})
     index.put_instances(entries)
     return rows
 
@@ -163,9 +167,24 @@ def test_limit_offset_and_requested_fields(populated: Index) -> None:
     assert len(everything) == 7
     page = [m["SOPInstanceUID"] for m in find(populated, "IMAGE", {}, offset=2, limit=3)]
     assert page == everything[2:5]
-    (study,) = find(populated, "STUDY", {"AccessionNumber": "B7"}, fields=["SeriesDescription", "Unknown"])
-    assert study["SeriesDescription"] == "AXIAL 0"  # from the first instance: the study record lacks it
+    (study,) = find(populated, "STUDY", {"AccessionNumber": "B7"}, fields=["PatientAge", "SeriesDescription", "Unknown"])
+    assert study["PatientAge"] == "042Y"  # the study record lacks it: from the first instance, which repeats it
+    assert study["SeriesDescription"] == ""  # a series' attribute, not the study's: no one series answers for it
     assert study["Unknown"] == ""
+
+
+def test_keys_of_lower_levels_match_the_records_below(populated: Index) -> None:
+    """A study matches Modality=PT when one of its series does, whichever series comes first; an
+    instance's own attributes are never answered for its study or series."""
+    (ct_pt,) = find(populated, "STUDY", {"Modality": "PT"}, fields=["SOPInstanceUID"])
+    assert ct_pt["AccessionNumber"] == "ACC1" and ct_pt["Modality"] == "" and ct_pt["SOPInstanceUID"] == ""
+    assert [s["AccessionNumber"] for s in find(populated, "STUDY", {"Modality": "PT", "InstanceNumber": "3"})] == []
+    assert [s["AccessionNumber"] for s in find(populated, "STUDY", {"Modality": "CT", "InstanceNumber": "3"})] == ["ACC1"]
+    pt_sop = next(m["SOPInstanceUID"] for m in find(populated, "IMAGE", {"Modality": "PT"}))
+    (named,) = find(populated, "SERIES", {"SOPInstanceUID": str(pt_sop)})
+    assert named["Modality"] == "PT" and named["SOPInstanceUID"] == ""
+    (patient,) = find(populated, "PATIENT", {"Modality": "MR"}, model="PATIENT")
+    assert patient["PatientID"] == "X-9" and patient["Modality"] == ""
 
 
 def test_level_model_and_malformed_keys_are_refused(populated: Index) -> None:

@@ -161,6 +161,13 @@ def test_study_level_computed_attributes_and_exact_keys(server: Server, find) ->
     assert study.RetrieveAETitle == AE
     mr = values(find("STUDY", "ModalitiesInStudy=MR", "StudyInstanceUID"), "StudyInstanceUID")
     assert mr == sorted([server.ct.study_uid, *study_of(server, "MR_small.dcm", "emri_small.dcm")])
+    # Keys of lower levels match the series and instances below, and are no one instance's to answer.
+    by_series = find("STUDY", "Modality=MR", "StudyInstanceUID", "SOPInstanceUID", "Rows")
+    assert values(by_series, "StudyInstanceUID") == mr
+    assert {(r.Modality, r.SOPInstanceUID, r.Rows) for r in by_series} == {("", "", None)}
+    first_mr = pydicom.dcmread(server.mr.files[0], stop_before_pixels=True)
+    assert values(find("STUDY", f"SOPInstanceUID={first_mr.SOPInstanceUID}", "StudyInstanceUID"),
+                  "StudyInstanceUID") == [server.mr.study_uid]
 
 
 def test_series_and_image_levels(server: Server, find) -> None:

@@ -73,9 +73,13 @@ def test_includefield_by_keyword_tag_and_all(served: Served) -> None:
         every = http.get(
             "/instances", params={"SeriesInstanceUID": served.ct.series_uid, "includefield": "all", "limit": "1"}
         ).json()
+        study = http.get("/studies", params={"StudyInstanceUID": served.ct.study_uid, "includefield": "all"}).json()
     assert "00100010" not in plain[0]
     assert {"00080070", "00081090"} <= by_keyword[0].keys()
     assert "00100010" in every[0] and "00080060" in every[0]
+    # A study's "all" is the study's and its patient's attributes, not those of one of its instances.
+    assert {"00100010", "00080020", "00201208"} <= study[0].keys()
+    assert not {SOP_UID, SERIES_UID, "00080060", "00280010", INSTANCE_NUMBER} & study[0].keys()
 
 
 def test_fuzzymatching_is_refused_with_a_warning(served: Served) -> None:
