@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from engine.archive import Archive
 from engine.audit import AuditLog
 from engine.cli._common import EXIT_OK, open_archive
+from engine.cli._malloc import keep_freed_buffers
 from engine.security import server_ssl_context
 
 if TYPE_CHECKING:  # imported when serving: starlette and uvicorn cost every other command 0.14 s
@@ -49,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_buffers()  # before the threads that decode and send exist: see _malloc
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
