@@ -9,7 +9,8 @@ Builds the generated CT series (real CT slices from pydicom-data), imports it in
      (b) by DCMTK getscu (uncompressed, written to disk);
   3. the same series imported with the `jpegls` profile, whose stored syntax DCMTK does receive: C-MOVE to
      a DCMTK storescp and C-GET by DCMTK getscu, both in stored JPEG-LS, so both ends but ours are DCMTK.
-Every receiver but 2a writes what it receives to disk, as the baseline's storescp does.
+Every receiver but 2a writes what it receives to disk, as the baseline's storescp does. The baseline and
+every kind take turns in each of `--repeat` rounds, and each transfer starts after a sync (see _timed).
 Prints instances/s, MB/s of pixel data and the ratio to the baseline. Usage:
   python bench/retrieve.py [--slices 300] [--repeat 1] [--json out.json]
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from engine.archive import Archive
@@ -40,6 +42,10 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _timed(fn: Callable[[], object]) -> float:
+    """Seconds `fn` takes, started with no dirty pages: every receiver here writes 158 MB to disk, and a
+    transfer that began while the last one's were still being written back was throttled by it (a C-GET
+    that took 1.0 s took 7.8 s once in 41 runs; the baseline varied from 0.33 to 0.64 s)."""
+    os.sync()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -54,18 +60,21 @@ def _check(done: subprocess.CompletedProcess[str], what: str) -> None:
         raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
-def baseline(series: Path, work: Path, repeat: int) -> float:
-    """Seconds for storescu to send a storescp-written folder of the series to a storescp writing files."""
+def make_folder(series: Path, work: Path) -> Path:
+    """The series as a storescp-written folder: what the baseline sends."""
     with StoreSCP(work / "folder", ae_title="FOLDER") as folder:
         _check(run_storescu(LOOPBACK, folder.port, [series], called_ae="FOLDER"), "storescu to the folder")
-    times = []
-    for k in range(repeat):
-        with StoreSCP(work / f"base{k}", ae_title="SINK") as sink:
-            times.append(_timed(lambda sink=sink: _check(
-                run_storescu(LOOPBACK, sink.port, [work / "folder"], called_ae="SINK"), "baseline storescu")))
-            if len(sink.files()) != len(list((work / "folder").iterdir())):
-                raise RuntimeError("the baseline storescp did not receive every instance")
-    return _median(times)
+    return work / "folder"
+
+
+def baseline(folder: Path, work: Path, k: int) -> float:
+    """Seconds for storescu to send the storescp-written folder to a storescp writing files."""
+    with StoreSCP(work / f"base{k}", ae_title="SINK") as sink:
+        seconds = _timed(lambda: _check(run_storescu(LOOPBACK, sink.port, [folder], called_ae="SINK"),
+                                        "baseline storescu"))
+        if len(sink.files()) != len(list(folder.iterdir())):
+            raise RuntimeError("the baseline storescp did not receive every instance")
+    return seconds
 
 
 class RawScp:
@@ -96,83 +105,95 @@ class RawScp:
         return sorted(self.out.iterdir())
 
 
-def bench_serve(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float]:
-    """Seconds per retrieve kind (median of `repeat`), each checked to have moved every instance."""
-    archive_dir = work / "archive"
-    with Archive.open(archive_dir) as archive:
+def import_series(series: SeriesFiles, archive_dir: Path, profile: str | None = None) -> Path:
+    """An archive holding the series, stored with `profile` (None: the default)."""
+    with Archive.open(archive_dir, storage=None if profile is None else {"profile": profile}) as archive:
         for path in series.files:
             archive.ingest_file(path)
+    return archive_dir
+
+
+def serve_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> dict[str, float]:
+    """Seconds of each retrieve kind from the default-profile archive, each checked to move every instance."""
     n = len(series.files)
     keys = {"StudyInstanceUID": series.study_uid, "SeriesInstanceUID": series.series_uid}
-    times: dict[str, list[float]] = {"move_stored": [], "move_explicit": [], "get_stored": [], "get_explicit": []}
-    for k in range(repeat):
-        stored = RawScp(work / f"move_stored{k}")
-        explicit = StoreSCP(work / f"move_explicit{k}", ae_title="SINK_EXPLICIT")
-        with stored, explicit:
-            remote = f'RAW_SCP = "{LOOPBACK}:{stored.port}"\nSINK_EXPLICIT = "{LOOPBACK}:{explicit.port}"\n'
-            (archive_dir / "engine.toml").write_text("[remote_aes]\n" + remote, encoding="utf-8")
-            with running_server(archive_dir) as server:
-                peer = Peer(server.ae_title, server.host, server.port)
-                options = ScuOptions(calling_ae="BENCH")
-                for kind, sink in (("move_stored", stored), ("move_explicit", explicit)):
-                    summary = scu_move(peer, "SERIES", keys, sink.ae_title, options=options)
-                    if summary.completed != n:
-                        raise RuntimeError(f"{kind}: {summary.completed} of {n} completed")
-                    # Warm-up above (first association, caches); the timed run follows.
-                    times[kind].append(_timed(lambda sink=sink: scu_move(peer, "SERIES", keys, sink.ae_title,
-                                                                        options=options)))
-                received: list[int] = []
-                summary = scu_get(peer, "SERIES", keys, lambda data, syntax: received.append(len(data)),
-                                  sop_classes=[CT_IMAGE_STORAGE], options=options)
+    times: dict[str, float] = {}
+    stored = RawScp(work / f"move_stored{k}")
+    explicit = StoreSCP(work / f"move_explicit{k}", ae_title="SINK_EXPLICIT")
+    with stored, explicit:
+        remote = f'RAW_SCP = "{LOOPBACK}:{stored.port}"\nSINK_EXPLICIT = "{LOOPBACK}:{explicit.port}"\n'
+        (archive_dir / "engine.toml").write_text("[remote_aes]\n" + remote, encoding="utf-8")
+        with running_server(archive_dir) as server:
+            peer = Peer(server.ae_title, server.host, server.port)
+            options = ScuOptions(calling_ae="BENCH")
+            for kind, destination in (("move_stored", stored.ae_title), ("move_explicit", explicit.ae_title)):
+                summary = scu_move(peer, "SERIES", keys, destination, options=options)
                 if summary.completed != n:
-                    raise RuntimeError(f"get_stored: {summary.completed} of {n} completed")
-                times["get_stored"].append(_timed(lambda: scu_get(
-                    peer, "SERIES", keys, lambda data, syntax: None, sop_classes=[CT_IMAGE_STORAGE], options=options)))
-                out = work / f"getscu{k}"
-                out.mkdir()
-                command = ["getscu", "-S", "-aet", "BENCH", "-aec", server.ae_title, "+B", "-od", str(out),
-                           server.host, str(server.port), "-k", "QueryRetrieveLevel=SERIES",
-                           "-k", f"StudyInstanceUID={series.study_uid}", "-k", f"SeriesInstanceUID={series.series_uid}"]
-                times["get_explicit"].append(_timed(lambda: _check(
-                    subprocess.run(command, capture_output=True, text=True, check=False), "getscu")))
-                if len(list(out.iterdir())) != n:
-                    raise RuntimeError("getscu did not receive every instance")
-    return {kind: _median(samples) for kind, samples in times.items()}
+                    raise RuntimeError(f"{kind}: {summary.completed} of {n} completed")
+                # Warm-up above (first association, caches); the timed run follows.
+                times[kind] = _timed(partial(scu_move, peer, "SERIES", keys, destination, options=options))
+            received: list[int] = []
+            summary = scu_get(peer, "SERIES", keys, lambda data, syntax: received.append(len(data)),
+                              sop_classes=[CT_IMAGE_STORAGE], options=options)
+            if summary.completed != n:
+                raise RuntimeError(f"get_stored: {summary.completed} of {n} completed")
+            times["get_stored"] = _timed(lambda: scu_get(
+                peer, "SERIES", keys, lambda data, syntax: None, sop_classes=[CT_IMAGE_STORAGE], options=options))
+            out = work / f"getscu{k}"
+            out.mkdir()
+            command = ["getscu", "-S", "-aet", "BENCH", "-aec", server.ae_title, "+B", "-od", str(out),
+                       server.host, str(server.port), "-k", "QueryRetrieveLevel=SERIES",
+                       "-k", f"StudyInstanceUID={series.study_uid}", "-k", f"SeriesInstanceUID={series.series_uid}"]
+            times["get_explicit"] = _timed(lambda: _check(
+                subprocess.run(command, capture_output=True, text=True, check=False), "getscu"))
+            if len(list(out.iterdir())) != n:
+                raise RuntimeError("getscu did not receive every instance")
+    return times
 
 
-def bench_jpegls(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float]:
-    """Seconds for C-MOVE and C-GET in stored JPEG-LS with DCMTK on the other end (median of `repeat`)."""
-    archive_dir = work / "archive-jpegls"
-    with Archive.open(archive_dir, storage={"profile": "jpegls"}) as archive:
-        for path in series.files:
-            archive.ingest_file(path)
+def jpegls_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> dict[str, float]:
+    """Seconds for C-MOVE and C-GET in stored JPEG-LS with DCMTK on the other end."""
     n = len(series.files)
     keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_uid}",
             "-k", f"SeriesInstanceUID={series.series_uid}"]  # fmt: skip
-    times: dict[str, list[float]] = {"move_jpegls": [], "get_jpegls": []}
-    for k in range(repeat + 1):  # the first round warms caches and is not counted
-        sink = StoreSCP(work / f"move_jpegls{k}", ae_title="SINK_JLS")
-        with sink:
-            (archive_dir / "engine.toml").write_text(
-                f'[storage]\nprofile = "jpegls"\n[remote_aes]\nSINK_JLS = "{LOOPBACK}:{sink.port}"\n', encoding="utf-8")
-            with running_server(archive_dir) as server:
-                address = [server.host, str(server.port)]
-                move = ["movescu", "-S", "-aet", "BENCH", "-aec", server.ae_title, "-aem", "SINK_JLS", *address, *keys]
-                elapsed = _timed(lambda: _check(subprocess.run(move, capture_output=True, text=True, check=False),
-                                                "movescu"))
-                out = work / f"getscu_jpegls{k}"
-                out.mkdir()
-                get = ["getscu", "-S", "+xt", "-aet", "BENCH", "-aec", server.ae_title, "+B", "-od", str(out),
-                       *address, *keys]
-                got = _timed(lambda: _check(subprocess.run(get, capture_output=True, text=True, check=False),
-                                            "getscu"))
-        for label, folder in (("C-MOVE", sink.out_dir), ("C-GET", out)):
-            if len(list(folder.iterdir())) != n:
-                raise RuntimeError(f"{label} in JPEG-LS did not deliver every instance")
-        if k:
-            times["move_jpegls"].append(elapsed)
-            times["get_jpegls"].append(got)
-    return {kind: _median(samples) for kind, samples in times.items()}
+    sink = StoreSCP(work / f"move_jpegls{k}", ae_title="SINK_JLS")
+    with sink:
+        (archive_dir / "engine.toml").write_text(
+            f'[storage]\nprofile = "jpegls"\n[remote_aes]\nSINK_JLS = "{LOOPBACK}:{sink.port}"\n', encoding="utf-8")
+        with running_server(archive_dir) as server:
+            address = [server.host, str(server.port)]
+            move = ["movescu", "-S", "-aet", "BENCH", "-aec", server.ae_title, "-aem", "SINK_JLS", *address, *keys]
+            moved = _timed(lambda: _check(subprocess.run(move, capture_output=True, text=True, check=False),
+                                          "movescu"))
+            out = work / f"getscu_jpegls{k}"
+            out.mkdir()
+            get = ["getscu", "-S", "+xt", "-aet", "BENCH", "-aec", server.ae_title, "+B", "-od", str(out),
+                   *address, *keys]
+            got = _timed(lambda: _check(subprocess.run(get, capture_output=True, text=True, check=False), "getscu"))
+    for label, folder in (("C-MOVE", sink.out_dir), ("C-GET", out)):
+        if len(list(folder.iterdir())) != n:
+            raise RuntimeError(f"{label} in JPEG-LS did not deliver every instance")
+    return {"move_jpegls": moved, "get_jpegls": got}
+
+
+def run_rounds(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float]:
+    """Median seconds of the baseline and of every retrieve kind over `repeat` rounds.
+
+    Each round runs the baseline and then every kind, so a host that slows down or speeds up during the
+    run (a shared one does, by up to 2x here) weighs on both sides of each ratio alike. A first JPEG-LS
+    round warms its caches and is not counted; the other kinds warm up within their round.
+    """
+    folder = make_folder(series.files[0].parent, work)
+    default = import_series(series, work / "archive")
+    jpegls = import_series(series, work / "archive-jpegls", "jpegls")
+    jpegls_round(series, jpegls, work, -1)
+    samples: dict[str, list[float]] = {}
+    for k in range(repeat):
+        figures = {"baseline": baseline(folder, work, k), **serve_round(series, default, work, k),
+                   **jpegls_round(series, jpegls, work, k)}
+        for kind, seconds in figures.items():
+            samples.setdefault(kind, []).append(seconds)
+    return {kind: _median(values) for kind, values in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -190,14 +211,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="bench-retrieve-"))
     try:
         files = write_ct_series(work / "series", args.slices)
-        series = SeriesFiles.from_files(files)
-        base = baseline(work / "series", work, args.repeat)
-        serve = bench_serve(series, work, args.repeat)
-        serve.update(bench_jpegls(series, work, args.repeat))
+        serve = run_rounds(SeriesFiles.from_files(files), work, args.repeat)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     n = args.slices
+    base = serve.pop("baseline")
     figures: dict[str, float] = {"instances": n, "baseline_s": base, "baseline_inst_per_s": n / base}
     for kind, seconds in serve.items():
         figures[f"{kind}_s"] = seconds
