@@ -159,7 +159,9 @@ def render_markdown(results: dict[str, Any], summary: dict[str, Any], plots: Seq
               "The read phases run against the archive left by the last C-STORE run. The targets take turns: "
               "each repetition of a phase runs on every target before the next one starts, and every target "
               "stays up, idle, through the read phases, so a change in the shared host's speed falls on all "
-              "of them (the host-speed table at the end shows how much it moved). Every DCMTK process "
+              "of them (the host-speed table at the end shows how much it moved). Every timed transfer "
+              "(C-STORE, STOW-RS, C-GET, C-MOVE) starts after a sync, so none pays for the write-back of the "
+              "one before it. Every DCMTK process "
               "(storescu, getscu, movescu, storescp, Orthanc) runs with TCP_NODELAY=1. Orthanc runs with its "
               "defaults apart from storage, ports, AE titles and the DICOMweb plugin (so StorageAccessOnFind is "
               "Always and its DICOMweb metadata is read from the stored files).", "", "## Workload", "",
