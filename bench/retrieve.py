@@ -42,9 +42,8 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _timed(fn: Callable[[], object]) -> float:
-    """Seconds `fn` takes, started with no dirty pages: every receiver here writes 158 MB to disk, and a
-    transfer that began while the last one's were still being written back was throttled by it (a C-GET
-    that took 1.0 s took 7.8 s once in 41 runs; the baseline varied from 0.33 to 0.64 s)."""
+    """Seconds `fn` takes, started with no dirty pages: every receiver here writes 158 MB to disk, and
+    writing back the last transfer's files would otherwise take CPU from whichever transfer came next."""
     os.sync()
     start = time.perf_counter()
     fn()

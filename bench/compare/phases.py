@@ -111,9 +111,8 @@ def cpu_after_work(pid: int) -> float:
 def clean_start() -> float:
     """perf_counter time to measure a transfer from, once nothing is left to write back to disk.
 
-    Every target and every receiver here writes what it gets; a transfer that began while the last one's
-    data was still being written back was throttled by it (one getscu C-GET took 7.8 s instead of 1.0 s),
-    and which target came after the biggest write would decide who paid.
+    Every target and every receiver here writes what it gets, and writing back the last transfer's data
+    would otherwise take CPU from whichever target came next on these two cores.
     """
     os.sync()
     return time.perf_counter()
