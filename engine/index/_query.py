@@ -33,6 +33,7 @@ BATCH = 256  # candidates checked per read transaction: short transactions, earl
 # Study attributes a lower level repeats (relational queries: a series query may name the patient).
 _STUDY_KEYS = ("PatientID", "PatientName", "AccessionNumber", "StudyDate")
 _DEPTH: Mapping[str, int] = {name: depth for depth, name in enumerate(LEVELS)}
+_KEY_AT_DEPTH = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")  # each level's record key, above IMAGE
 
 # The level of the information model each attribute belongs to (PS3.4 C.6.1.1 / C.6.2.1; PS3.3 places
 # General Equipment, Frame of Reference and the performed procedure step in the series). A query fills
@@ -408,15 +409,16 @@ class _Checker:
 
     # -- conditions on the levels below ----------------------------------------------------------------
     def _below_matches(self, attrs: Match) -> bool:
+        depth = _DEPTH[self._level]
+        return self._any_below(depth, str(attrs[_KEY_AT_DEPTH[depth]]))
+
+    def _any_below(self, depth: int, uid: str) -> bool:
+        """Whether a record one level below the record `uid` at `depth` meets the conditions from there down."""
         try:
-            if self._level == "PATIENT":
-                studies = self._reader.patient_study_uids(str(attrs["PatientID"]))
-                return any(self._descend(1, uid) for uid in studies)
-            if self._level == "STUDY":
-                return any(self._descend(2, uid) for uid in _children(self._reader, str(attrs["StudyInstanceUID"])))
-            return any(self._descend(3, uid) for uid in _instances_of(self._reader, str(attrs["SeriesInstanceUID"])))
+            children = self._children_of(depth, uid)
         except NotFoundError:
-            return False
+            return False  # removed since the query began
+        return any(self._descend(depth + 1, child) for child in children)
 
     def _descend(self, depth: int, uid: str) -> bool:
         """Whether the record `uid` at `depth` meets the lower-level conditions of its depth and has a record
@@ -426,23 +428,33 @@ class _Checker:
         try:
             if depth == 1:
                 attrs = study_match(r.study_record(uid))
-                first_series = next(iter(_children(r, uid)), None)
             elif depth == 2:
-                attrs, first_series = series_match(r.series_record(uid)), uid
+                attrs = series_match(r.series_record(uid))
             else:
-                attrs, first_series = instance_match(r.get_instance_summary(uid)), None
-            if set(conditions) - attrs.keys() and first_series is not None:
-                sops = _instances_of(r, first_series)
-                attrs = {**(r.get_instance_summary(sops[0]).query if sops else {}), **attrs}
+                attrs = instance_match(r.get_instance_summary(uid))
         except NotFoundError:
             return False  # removed since the query began
+        if depth < 3 and set(conditions) - attrs.keys():
+            attrs = {**self._first_query(depth, uid), **attrs}
         if not all(condition.matches(attrs.get(keyword)) for keyword, condition in conditions.items()):
             return False
-        if depth >= max(self._below):
-            return True
-        if depth == 1:
-            return any(self._descend(2, series) for series in _children(r, uid))
-        return any(self._descend(3, sop) for sop in _instances_of(r, uid))
+        return depth >= max(self._below) or self._any_below(depth, uid)
+
+    def _children_of(self, depth: int, uid: str) -> list[str]:
+        """The records one level below the record `uid` at `depth` (0 patient, 1 study, 2 series), in order."""
+        if depth == 0:
+            return self._reader.patient_study_uids(uid)
+        return _children(self._reader, uid) if depth == 1 else _instances_of(self._reader, uid)
+
+    def _first_query(self, depth: int, uid: str) -> Mapping[str, str]:
+        """Query values of the first instance below the record `uid` at `depth`: the attributes of that record
+        or above which its own record lacks, and which every instance below repeats; {} without one."""
+        try:
+            while depth < 3:
+                uid, depth = self._children_of(depth, uid)[0], depth + 1
+            return self._reader.get_instance_summary(uid).query
+        except (NotFoundError, IndexError):
+            return {}
 
     # -- the candidate's own attributes ----------------------------------------------------------------
     def _study(self, uid: str) -> Match:
@@ -472,24 +484,11 @@ class _Checker:
         return dict(found)
 
     def _representative(self, attrs: Match) -> Mapping[str, str]:
-        """Query values of the first instance below a patient, study or series: attributes of its own level
-        or above that its record lacks, which every instance below repeats."""
-        r = self._reader
+        """Query values of the first instance below a patient, study or series (see _first_query)."""
         if self._level == "IMAGE":
             return {}  # an instance's own query values are all there is
-        try:
-            if self._level == "PATIENT":
-                studies = r.patient_study_uids(str(attrs["PatientID"]))
-                attrs = {"StudyInstanceUID": studies[0]} if studies else {}
-            if "SeriesInstanceUID" in attrs:
-                series = str(attrs["SeriesInstanceUID"])
-            elif "StudyInstanceUID" in attrs:
-                series = r.series_uids(str(attrs["StudyInstanceUID"]))[0]
-            else:
-                return {}
-            return r.get_instance_summary(r.instance_uids(series)[0]).query
-        except (NotFoundError, IndexError):
-            return {}
+        depth = _DEPTH[self._level]
+        return self._first_query(depth, str(attrs[_KEY_AT_DEPTH[depth]]))
 
 
 def find(
