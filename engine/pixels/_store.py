@@ -183,10 +183,10 @@ class PixelStore:
                 raise CorruptDataError(
                     f"pixel shard {key} is truncated: {len(data)} of {length} bytes at offset {offset}"
                 )
-            if prefix is None and crc32(data) != ref.crc32:
+            if prefix is None and (actual := crc32(data)) != ref.crc32:
                 raise CorruptDataError(
                     f"pixel shard {key} is corrupt: crc32 of {length} bytes at offset {offset} "
-                    f"is {crc32(data):08x}, recorded {ref.crc32:08x}"
+                    f"is {actual:08x}, recorded {ref.crc32:08x}"
                 )
         return datas
 
