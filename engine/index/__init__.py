@@ -26,6 +26,7 @@ from engine.index._query import (
     find,
     instances_by_unique_keys,
     is_narrow,
+    unsupported_keys,
 )
 from engine.index._read import LOOKUP_LEVELS, IndexReader
 from engine.index._records import RECORD_VERSION, decode_instance, encode_instance
@@ -64,4 +65,5 @@ __all__ = [
     "instances_by_unique_keys",
     "is_narrow",
     "prepare_entry",
+    "unsupported_keys",
 ]

@@ -4,6 +4,8 @@ Decisions the standard leaves to us (stated in the conformance statement):
 - Single Value and Wild Card Matching are case-sensitive (C.2.2.2.1, C.2.2.2.4), except for PN, where the
   standard makes them implementation dependent: we match PN case-insensitively and ignore trailing empty
   name components ("SMITH^JOHN^^" is "SMITH^JOHN"), the normalisation the PatientName index key uses.
+  A wild card compares letter by letter, so "?" stays one character where upper case would change a
+  name's length ("Stra?e" matches "Straße", whose full upper case is "STRASSE").
 - A backslash-separated list is UID List Matching for UI (C.2.2.2.2) and, for every other VR, Multiple
   Value Matching: a value matches when it matches any element (each element single, wild card or range).
 - A multi-valued stored value (e.g. ModalitiesInStudy "CT\\MR") matches when any of its values matches;
@@ -65,6 +67,9 @@ _PN_TRAILER = re.compile(r"[\s^]+$")
 # Date, time and datetime layouts: digits before the fraction, digits of the fraction.
 _TEMPORAL_WIDTH = {"DA": (8, 0), "TM": (6, 6), "DT": (14, 6)}
 _DT_OFFSET = re.compile(r"[+-]\d{4}$")
+# A DT value that ends in a UTC offset (PS3.5 6.2: &ZZXX, -1200 to +1400) is one value, not a range:
+# "20240105101500-0500" is 10:15 at UTC-5, where "2023-2024" (no valid offset) is a range of years.
+_DT_WITH_OFFSET = re.compile(r"\d{4,14}(?:\.\d{1,6})?[+-](?:0\d|1[0-4])[0-5]\d")
 
 
 class InvalidQueryError(InvalidDicomError):
@@ -79,6 +84,18 @@ def key_vr(keyword: str) -> str:
 def normalise_pn(value: str) -> str:
     """PN compared case-insensitively, trailing empty components and spaces dropped (as the index key)."""
     return _PN_TRAILER.sub("", value.upper().strip())
+
+
+def _pn_letters(value: str) -> str:
+    """normalise_pn keeping one character per character (what a PN wild card is matched against).
+
+    str.upper turns a few letters into two ("ß" into "SS"); those stay as they are here.
+    """
+    text = value.strip()
+    upper = text.upper()
+    if len(upper) != len(text):
+        upper = "".join(u if len(u := c.upper()) == 1 else c for c in text)
+    return _PN_TRAILER.sub("", upper)
 
 
 def _temporal(value: str, vr: str, pad: str) -> str:
@@ -124,24 +141,28 @@ class Condition:
             return False
         text = str(stored)
         if self.vr == "PN":
-            candidates = [normalise_pn(text)]
-        elif self.vr == "UI":
+            value = normalise_pn(text)
+            return bool(value) and self._one(value, _pn_letters(text))
+        if self.vr == "UI":
             candidates = [text.strip("\x00 ")]
         else:
             candidates = [v.strip() for v in text.split("\\")]
-        return any(self._one(c) for c in candidates if c)
+        return any(self._one(c, c) for c in candidates if c)
 
-    def _one(self, value: str) -> bool:
+    def _one(self, value: str, letters: str) -> bool:
+        """Whether `value` matches an alternative; a wild card is matched against `letters` (see _pn_letters)."""
         for alt in self.alternatives:
             if alt.kind == "single" and self._single(alt.value, value):
                 return True
-            if alt.kind == "wildcard" and alt.pattern is not None and alt.pattern.fullmatch(value):
+            if alt.kind == "wildcard" and alt.pattern is not None and alt.pattern.fullmatch(letters):
                 return True
             if alt.kind == "range" and self._in_range(alt, value):
                 return True
         return False
 
     def _single(self, wanted: str, value: str) -> bool:
+        if self.vr == "DA":  # `wanted` is canonical already; a stored ACR-NEMA 2024.03.15 is 20240315
+            return wanted == _temporal(value, "DA", "0")
         if self.vr in ("TM", "DT"):  # "0800" and "080000" name the same time: compare at full precision
             return _temporal(wanted, self.vr, "0") == _temporal(value, self.vr, "0") != ""
         return wanted == value
@@ -205,15 +226,16 @@ def _alternative(keyword: str, vr: str, element: str) -> _Alternative | None:
     text = element.strip() if vr != "PN" else normalise_pn(element)
     if text in ("", "*") or (vr not in _NO_WILDCARD_VRS and set(text) == {"*"}):
         return None
-    if vr in _RANGE_VRS and "-" in text:  # DT keys with a UTC offset are not supported as ranges
-        low_text, _, high_text = text.partition("-")
+    if vr in _RANGE_VRS and "-" in text and not (vr == "DT" and _DT_WITH_OFFSET.fullmatch(text)):
+        low_text, _, high_text = text.partition("-")  # a range's bounds carry no negative UTC offset
         low = _temporal(low_text, vr, "0") if low_text.strip() else ""
         high = _temporal(high_text, vr, "9") if high_text.strip() else ""
         if (low_text.strip() and not low) or (high_text.strip() and not high) or (not low and not high):
             raise InvalidQueryError(f"{keyword}: {element!r} is not a {vr} range (expected e.g. 20240101-20240131)")
         return _Alternative("range", low=low, high=high)
     if vr not in _NO_WILDCARD_VRS and ("*" in text or "?" in text):
-        return _Alternative("wildcard", value=text, pattern=re.compile(_wildcard_regex(text), re.DOTALL))
+        letters = _pn_letters(element) if vr == "PN" else text
+        return _Alternative("wildcard", value=text, pattern=re.compile(_wildcard_regex(letters), re.DOTALL))
     if vr in ("DA", "TM", "DT") and not _temporal(text, vr, "0"):
         raise InvalidQueryError(f"{keyword}: {element!r} is not a valid {vr} value")
     if vr == "DA":

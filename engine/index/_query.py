@@ -40,7 +40,8 @@ _KEY_AT_DEPTH = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")  # each l
 # one of its own level or above that the level's record lacks from the first instance below, since every
 # instance repeats it. One of a lower level describes the records below, not this one: it is matched
 # against them (a study matches Modality=SR when one of its series does) and answered empty, instead of
-# with one arbitrary instance's value. Keywords not listed count as the query's own level.
+# with one arbitrary instance's value. These are also the only keys the index can match: a keyword not
+# listed is not kept in any record, so a value given for it is not matched (see unsupported_keys).
 ATTRIBUTE_LEVELS: Mapping[str, Level] = {
     **dict.fromkeys(
         ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
@@ -62,6 +63,20 @@ ATTRIBUTE_LEVELS: Mapping[str, Level] = {
          "ContentDate", "ContentTime", "NumberOfFrames", "Rows", "Columns", "BitsAllocated"),
         "IMAGE"),
 }  # fmt: skip
+
+
+def unsupported_keys(criteria: Mapping[str, str]) -> list[str]:
+    """Keys given a value that the index cannot match, since no record keeps them (PatientComments, ...).
+
+    PS3.4 C.2.2.1.3 and C.4.1.1.3.2: an optional key an SCP does not support for matching is ignored for
+    matching and answered as a return key; C-FIND says so with the pending status FF01. Matching it against
+    an absent value instead would drop every record.
+    """
+    return sorted(
+        keyword
+        for keyword, value in criteria.items()
+        if keyword not in ATTRIBUTE_LEVELS and keyword not in NOT_MATCHED and parse_condition(keyword, value) is not None
+    )
 
 
 def belongs_below(keyword: str, level: str) -> bool:
@@ -135,10 +150,11 @@ def instance_match(r: InstanceRecord | InstanceSummary) -> Match:
 
 
 def parse_criteria(criteria: Mapping[str, str]) -> dict[str, Condition]:
-    """Non-universal conditions by keyword. Raises InvalidQueryError for a malformed date/time key."""
+    """Non-universal conditions by keyword, unsupported keys left out (they match everything, see
+    unsupported_keys). Raises InvalidQueryError for a malformed date/time key."""
     out: dict[str, Condition] = {}
     for keyword, value in criteria.items():
-        if keyword in NOT_MATCHED:
+        if keyword in NOT_MATCHED or keyword not in ATTRIBUTE_LEVELS:
             continue
         condition = parse_condition(keyword, value)
         if condition is not None:
@@ -241,7 +257,10 @@ def _keyed(reader: IndexReader, keyword: str, condition: Condition) -> set[str] 
     """UIDs the index gives for one condition on an indexed value key (a superset of the matches), or None."""
     ranges = condition.ranges if keyword == "StudyDate" else None
     if ranges is not None:
-        return {uid for low, high in ranges for uid in reader.lookup_range(keyword, low, high)}
+        # Dates are indexed as received: an ACR-NEMA 2024.03.15 sorts apart from 20240315, so its form of
+        # each bound is looked up too (the bounds are 8 canonical digits; "" is an open end).
+        bounds = [*ranges, *((_dotted(low), _dotted(high)) for low, high in ranges)]
+        return {uid for low, high in bounds for uid in reader.lookup_range(keyword, low, high)}
     singles = condition.singles
     if singles is not None:
         return {uid for value in singles for uid in reader.lookup(keyword, value)}
@@ -250,6 +269,11 @@ def _keyed(reader: IndexReader, keyword: str, condition: Condition) -> set[str] 
         if prefixes is not None:
             return {uid for prefix in prefixes for uid in reader.lookup_prefix(keyword, prefix)}
     return None
+
+
+def _dotted(date: str) -> str:
+    """A canonical date bound in the ACR-NEMA form the index keeps such dates in ("" stays open)."""
+    return f"{date[:4]}.{date[4:6]}.{date[6:]}" if date else ""
 
 
 def _study_candidates(reader: IndexReader, conditions: Mapping[str, Condition]) -> set[str] | None:

@@ -24,7 +24,7 @@ from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 
 from engine.dicom import single_uid
 from engine.errors import EngineError
-from engine.index import Index, InvalidQueryError, find, instances_by_unique_keys
+from engine.index import Index, InvalidQueryError, find, instances_by_unique_keys, unsupported_keys
 from engine.net._identifier import (
     QueryRequest,
     missing_unique_key,
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 PENDING = 0xFF00
+PENDING_KEYS_UNSUPPORTED = 0xFF01  # Pending: optional keys were not supported for matching (PS3.4 C.4.1.1.4)
 CANCELLED = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900  # Failure: Identifier does not match SOP Class
 UNABLE_TO_PROCESS = 0xC000  # Failure: Unable to process
@@ -231,6 +232,10 @@ class QueryRetrieveService:
         fields = [key.keyword for key in request.requested if key.keyword]
         matches = 0
         try:
+            ignored = unsupported_keys(request.criteria)
+            pending = PENDING_KEYS_UNSUPPORTED if ignored else PENDING
+            if ignored:
+                LOGGER.info("C-FIND: %s not supported for matching, matched as universal", ", ".join(ignored))
             for match in find(self._archive.index, request.level, request.criteria, model=request.model,
                               fields=fields):
                 if event.is_cancelled:
@@ -239,7 +244,7 @@ class QueryRetrieveService:
                     yield CANCELLED, None
                     return
                 matches += 1
-                yield PENDING, response_identifier(request, match, self._ae_title)
+                yield pending, response_identifier(request, match, self._ae_title)
         except InvalidQueryError as exc:
             yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
             return

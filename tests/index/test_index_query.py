@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.index import Index, InvalidQueryError, find, instances_by_unique_keys, is_narrow
+from engine.index import Index, InvalidQueryError, find, instances_by_unique_keys, is_narrow, unsupported_keys
 
-PATIENTS = (("PAT1", "Smith^John"), ("PAT2", "SMITH^JOHN^^"), ("pat1", "Smyth^Jane"), ("X-9", "O'Brien^Mary"), ("", ""))
-DATES = ("20240101", "20240215", "20231231", "20240131", "")
+PATIENTS = (("PAT1", "Smith^John"), ("PAT2", "SMITH^JOHN^^"), ("pat1", "Smyth^Jane"), ("X-9", "O'Brien^Mary"), ("", ""),
+            ("DE1", "Straße^Hans"))
+DATES = ("20240101", "20240215", "20231231", "20240131", "", "2024.02.20")  # the last in the ACR-NEMA form
 MODALITIES = ("CT", "MR", "PT", "SR")
 
 
@@ -39,8 +40,10 @@ studies_strategy = st.lists(
 
 KEY_VALUES = {
     "PatientID": ("PAT1", "pat1", "PAT*", "?AT1", "*1", "PAT1\\X-9", "X-9", "*", "NOPE"),
-    "PatientName": ("smith^john", "SMITH*", "smi*", "*JOHN", "Sm?th*", "O'BRIEN^MARY", "Smyth^Jane\\Doe", "*"),
-    "StudyDate": ("20240101", "20240101-20240131", "-20231231", "20240201-", "2024-", "20231231\\20240215", ""),
+    "PatientName": ("smith^john", "SMITH*", "smi*", "*JOHN", "Sm?th*", "O'BRIEN^MARY", "Smyth^Jane\\Doe", "*",
+                    "Stra?e*", "strasse^hans", "STRAß*"),
+    "StudyDate": ("20240101", "20240101-20240131", "-20231231", "20240201-", "2024-", "20231231\\20240215", "",
+                  "20240220", "20240216-20240221"),
     "AccessionNumber": ("ACC1", "ACC*", "acc1", "*1*", "B7\\ACC12"),
     "ModalitiesInStudy": ("CT", "MR\\PT", "C*", "SR"),
     "Modality": ("CT", "MR\\SR", "?T"),
@@ -83,20 +86,26 @@ def oracle_match(keyword: str, query: str, stored: object) -> bool:
     if not value:
         return False
     pn = keyword == "PatientName"
-    values = [value.upper().rstrip("^ ")] if pn else value.split("\\")
+    if keyword == "StudyDate":
+        value = value.replace(".", "")  # 2024.02.20 is the date 20240220 (PS3.5 Table 6.2-1)
+    values = [value] if pn else value.split("\\")
     for alt in alternatives:
-        alt = alt.upper().rstrip("^ ") if pn else alt
         for v in values:
             if keyword == "StudyDate" and "-" in alt:
                 low, high = alt.split("-")
                 if (not low or v >= low.ljust(8, "0")) and (not high or v <= high.ljust(8, "9")):
                     return True
             elif "*" in alt or "?" in alt:
-                if wild(alt, v):
+                # PN case-insensitively, one character for one: "?" is the ß of Straße
+                if wild(letters(alt) if pn else alt, letters(v) if pn else v):
                     return True
-            elif alt == v:
+            elif (alt.upper().rstrip("^ ") == v.upper().rstrip("^ ")) if pn else alt == v:
                 return True
     return False
+
+
+def letters(name: str) -> str:
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in name).rstrip("^ ")
 
 
 def build(index: Index, factory, studies: list[Study]) -> list[dict[str, object]]:
@@ -185,6 +194,27 @@ def test_keys_of_lower_levels_match_the_records_below(populated: Index) -> None:
     assert named["Modality"] == "PT" and named["SOPInstanceUID"] == ""
     (patient,) = find(populated, "PATIENT", {"Modality": "MR"}, model="PATIENT")
     assert patient["PatientID"] == "X-9" and patient["Modality"] == ""
+
+
+def test_keys_no_record_keeps_are_not_matched(populated: Index) -> None:
+    """PS3.4 C.2.2.1.3: a key the archive cannot match is ignored for matching, not matched as absent."""
+    everything = [m["StudyInstanceUID"] for m in find(populated, "STUDY", {})]
+    criteria = {"PatientComments": "VIP", "AcquisitionDateTime": "20240101-20240201", "StudyDate": ""}
+    assert unsupported_keys(criteria) == ["AcquisitionDateTime", "PatientComments"]
+    assert [m["StudyInstanceUID"] for m in find(populated, "STUDY", criteria)] == everything
+    assert [m["AccessionNumber"] for m in find(populated, "STUDY", {**criteria, "AccessionNumber": "B7"})] == ["B7"]
+    assert unsupported_keys({"PatientComments": "", "PatientID": "PAT1", "SpecificCharacterSet": "ISO_IR 100"}) == []
+
+
+def test_utc_offsets_and_acr_nema_dates() -> None:
+    from engine.index._match import parse_condition
+
+    offset = parse_condition("AcquisitionDateTime", "20240105101500-0500")  # one value, not a range
+    assert offset is not None and offset.matches("20240105101500-0500") and not offset.matches("20240105101501")
+    years = parse_condition("AcquisitionDateTime", "2023-2024")  # -2024 is no UTC offset: a range
+    assert years is not None and years.matches("20230601") and not years.matches("20250101")
+    acr = parse_condition("StudyDate", "20240315")
+    assert acr is not None and acr.matches("2024.03.15") and not acr.matches("2024.03.16")
 
 
 def test_level_model_and_malformed_keys_are_refused(populated: Index) -> None:

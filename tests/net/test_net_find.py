@@ -106,6 +106,17 @@ def test_single_value_and_case_rules(server: Server, find) -> None:
         server, "OBXXXX1A.dcm")
 
 
+def test_keys_the_archive_cannot_match_are_ignored_with_status_ff01(server: Server, tmp_path: Path) -> None:
+    """PS3.4 C.2.2.1.3 / C.4.1.1.4: an optional key not supported for matching does not empty the answer;
+    the pending responses say it was not supported (FF01)."""
+    study = study_of(server, "CT_small.dcm")[0]
+    responses, log = findscu(server, tmp_path, "STUDY", [f"StudyInstanceUID={study}", "PatientComments=VIP"])
+    statuses = [int(s, 16) for s in _STATUS.findall(log)]
+    assert statuses == [0xFF01, 0x0000], log[-2000:]
+    assert values(responses, "StudyInstanceUID") == [study]
+    assert values(responses, "PatientComments") == [""]  # answered as a return key the archive does not keep
+
+
 def test_wildcards(server: Server, find) -> None:
     compressed = values(find("STUDY", "PatientName=compressed*", "StudyInstanceUID"), "StudyInstanceUID")
     assert compressed == study_of(server, "CT_small.dcm", "MR_small.dcm")
