@@ -314,6 +314,11 @@ def _validate(settings: Settings) -> None:
     ae = settings.dicom.ae_title
     if not ae or len(ae) > 16 or not ae.isascii() or "\\" in ae or not ae.strip():
         raise ConfigError(f"[dicom] ae_title {ae!r} must be 1 to 16 ASCII characters without backslash")
+    storage = settings.storage
+    for name, value, least in (("workers", storage.workers, 0), ("commit_batch", storage.commit_batch, 1),
+                               ("index_map_size_mb", storage.index_map_size_mb, 1)):
+        if value < least:
+            raise ConfigError(f"[storage] {name} {value} must be {least} or more")
     for port_name, port in (("[dicom] port", settings.dicom.port), ("[http] port", settings.http.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{port_name} {port} is outside 0..65535")

@@ -76,9 +76,10 @@ class Ingestor:
         What `ingest` would raise before the commit is raised here; what the commit raises is the
         future's. A bulk import hands the next file to this thread instead of waiting for the fsync.
 
-        `acknowledged`: the instance was acknowledged from the journal, which stores it now. Its pending
-        record (see announce) is replaced, and pixel data that the profile's codec cannot store verified is
-        kept with the general-purpose lossless codec instead of being refused.
+        `acknowledged`: the instance was acknowledged from the journal, which stores it now: its pending
+        record (see announce) is replaced.
+        Native pixel data that the profile's codec cannot store verified (CharLS fails on some noise) is kept
+        with the general-purpose lossless codec instead: a valid instance is never refused for our codec.
         """
         dataset_bytes = received_size(parsed)
         digest = dataset_digest(parsed)
@@ -101,9 +102,9 @@ class Ingestor:
             try:
                 plan = plan_pixels(parsed, self._profile)
             except (VerificationError, CodecUnavailableError) as exc:
-                if not acknowledged or parsed.pixel is None or parsed.encapsulated:
+                if parsed.pixel is None or parsed.encapsulated:
                     raise
-                LOGGER.error("%s: %s; keeping its pixel data with zstd instead", sop, exc)
+                LOGGER.warning("%s: %s; keeping its pixel data with zstd instead", sop, exc)
                 plan = plan_raw(parsed)
             record, written = self._write_pixels(parsed, plan, dataset_bytes, digest, generation)
             entry = IndexEntry(

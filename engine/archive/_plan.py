@@ -164,7 +164,11 @@ def _plan_passthrough(
     desc: PixelDescription,
     profile: str,
 ) -> PixelPlan:
-    """Lossy input: each frame's codestream is kept untouched; lower levels come from its decoded pixels."""
+    """Lossy input: each frame's codestream is kept untouched; lower levels come from its decoded pixels.
+
+    Every frame is decoded, levels or not: a codestream that does not decode is refused (CorruptDataError)
+    rather than kept and served to a viewer that cannot show it.
+    """
     hashes = tuple(bytes_hash(c) for c in codestreams)
     shape = desc.frame_shape
     dtype = codecs.frame_dtype(desc).newbyteorder("<").str
@@ -178,19 +182,18 @@ def _plan_passthrough(
     )
     arrays = [level0]
     n_levels = codecs.level_count(desc.rows, desc.columns, SMALLEST_LEVEL_SIDE)
-    if n_levels > 1:
-        try:
-            decoded = [codecs.decode_syntax_frame(c, transfer_syntax, desc) for c in codestreams]
-        except (CodecUnavailableError, UnsupportedTransferSyntaxError) as exc:
-            # Kept exactly as received; only the low-resolution previews are missing.
-            LOGGER.warning("no low-resolution levels for %s input: %s", transfer_syntax, exc)
+    try:
+        decoded = [codecs.decode_syntax_frame(c, transfer_syntax, desc) for c in codestreams]
+    except (CodecUnavailableError, UnsupportedTransferSyntaxError) as exc:
+        # Kept exactly as received, unchecked; only the low-resolution previews are missing.
+        LOGGER.warning("%s input kept without decoding it, and without low-resolution levels: %s", transfer_syntax, exc)
+        n_levels = 1
+    else:
+        codec = _storage_codec(decoded[0], desc, profile)
+        if codec == CODEC_ZSTD:
             n_levels = 1
-        else:
-            codec = _storage_codec(decoded[0], desc, profile)
-            if codec == CODEC_ZSTD:
-                n_levels = 1
-            else:
-                arrays.extend(_pyramid(decoded, n_levels, codec, decoded[0].dtype.newbyteorder("<").str))
+        elif n_levels > 1:
+            arrays.extend(_pyramid(decoded, n_levels, codec, decoded[0].dtype.newbyteorder("<").str))
     shapes = tuple(codecs.level_shape(desc.rows, desc.columns, k) for k in range(n_levels))
     return PixelPlan(
         codec=CODEC_PASSTHROUGH,

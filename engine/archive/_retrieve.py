@@ -142,7 +142,8 @@ class Retriever:
         if target == original and not updates:
             return dicom.assemble_dataset(prefix, record.pixel_element_header, value, suffix, original)
         return dicom.reencode_dataset(
-            prefix, suffix, original, target, pixel_value=value, encapsulated=encapsulated, updates=updates
+            prefix, suffix, original, target, pixel_value=value, encapsulated=encapsulated, updates=updates,
+            pixel_tag=dicom.pixel_element_tag(record.pixel),
         )
 
     def _pixel_value(self, record: InstanceRecord, target: str) -> tuple[bytes, bool, dict[str, object]]:

@@ -7,9 +7,10 @@ import logging
 import numpy as np
 import numpy.typing as npt
 
+from engine.codecs._backend import DECODE_ERRORS
 from engine.codecs._levels import level_shape
 from engine.codecs._registry import IMAGE_CODECS, load
-from engine.errors import CodecUnavailableError, CorruptDataError, PixelDataError, VerificationError
+from engine.errors import CodecUnavailableError, CorruptDataError, EngineError, PixelDataError, VerificationError
 from engine.types import (
     CODEC_HTJ2K,
     CODEC_JPEG2K,
@@ -74,8 +75,14 @@ def encode_frame(frame: npt.NDArray[np.generic], codec: str, *, bits_stored: int
 def encode_verified(
     frame: npt.NDArray[np.generic], codec: str, *, bits_stored: int | None = None
 ) -> EncodedFrame:
-    """encode_frame, then decode again and compare; raises VerificationError if they differ."""
-    encoded = encode_frame(frame, codec, bits_stored=bits_stored)
+    """encode_frame, then decode again and compare; raises VerificationError if they differ or the codec
+    fails on the frame (CharLS refuses noise that does not fit its output buffer, for one)."""
+    try:
+        encoded = encode_frame(frame, codec, bits_stored=bits_stored)
+    except EngineError:
+        raise
+    except DECODE_ERRORS as exc:
+        raise VerificationError(f"{codec} cannot encode a {frame.shape} {frame.dtype} frame: {exc}") from exc
     try:
         decoded = decode_frame(encoded.data, codec, shape=frame.shape, dtype=frame.dtype)
     except CorruptDataError as exc:

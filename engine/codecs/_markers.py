@@ -100,3 +100,42 @@ def strip_spiff(data: bytes) -> bytes:
     if end_of_directory < 0:
         return data
     return data[:2] + data[end_of_directory + 10 :]
+
+
+# JPEG start-of-frame markers (ITU T.81 B.1.1.3, SOF0..SOF15 less DHT, JPG and DAC) and JPEG-LS's SOF55.
+_JPEG_SOF = frozenset({*range(0xFFC0, 0xFFD0)} - {0xFFC4, 0xFFC8, 0xFFCC} | {0xFFF7})
+_JPEG_SOS = 0xFFDA
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file format's first box (ISO 15444-1 I.5.1)
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG, JPEG-LS or JPEG 2000 codestream's header declares, before anything is decoded;
+    None when it declares none there (a height left to a DNL marker, a broken header).
+
+    A decoder allocates what the codestream declares: a few bytes that claim 30000 x 30000 would take
+    gigabytes before the frame could be found not to match its DICOM header.
+    """
+    start = 0
+    if data[:12] == _JP2_SIGNATURE:  # DICOM wants the bare codestream, but decoders take the JP2 file too
+        start = data.find(b"jp2c") + 4
+    if data[start : start + 4] == b"\xff\x4f\xff\x51" and len(data) >= start + 24:  # SOC, SIZ (15444-1 A.5.1)
+        xsiz, ysiz, x0, y0 = struct.unpack_from(">IIII", data, start + 8)
+        return ysiz - y0, xsiz - x0
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = (data[pos] << 8) | data[pos + 1]
+        if marker == 0xFFFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == _JPEG_SOS:
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker in _JPEG_SOF and pos + 9 <= len(data):
+            rows, columns = struct.unpack_from(">HH", data, pos + 5)
+            return (rows, columns) if rows else None
+        pos += 2 + length
+    return None

@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from engine.codecs import _htj2k, _jpeg, _jpeg2k, _jpegls, _rle
 from engine.codecs._frames import frame_dtype
+from engine.codecs._markers import declared_size
 from engine.errors import CodecUnavailableError, CorruptDataError, PixelDataError, UnsupportedTransferSyntaxError
 from engine.types import (
     HTJ2K,
@@ -55,6 +56,12 @@ def decode_syntax_frame(data: bytes, transfer_syntax: str, desc: PixelDescriptio
     """
     data = bytes(data)
     target = frame_dtype(desc)
+    declared = None if transfer_syntax == RLE_LOSSLESS else declared_size(data)
+    if declared is not None and declared != (desc.rows, desc.columns):
+        raise CorruptDataError(
+            f"{transfer_syntax} codestream declares {declared[0]} x {declared[1]} pixels, the header "
+            f"{desc.rows} x {desc.columns}: not decoded"
+        )
     if transfer_syntax == RLE_LOSSLESS:
         raw = _rle.decode(data, desc.frame_shape, target)
     elif transfer_syntax in _JPEG:

@@ -13,7 +13,7 @@ from ._encapsulation import encapsulate, join_encapsulated, split_encapsulated
 from ._json import dataset_to_json
 from ._native import frame_dtype, native_frames, native_pixel_value, native_tail
 from ._parse import ParsedInstance, parse_dataset, parse_part10
-from ._pixel import MAX_FRAME_BYTES, native_length
+from ._pixel import MAX_FRAME_BYTES, native_length, pixel_element_tag
 from ._syntax import SyntaxInfo, supported_syntaxes, syntax_info
 from ._uid import single_uid, validate_uid
 from ._values import QUERY_ELEMENTS
@@ -32,6 +32,7 @@ __all__ = [
     "join_encapsulated",
     "native_frames",
     "native_length",
+    "pixel_element_tag",
     "native_pixel_value",
     "native_tail",
     "parse_dataset",

@@ -33,9 +33,11 @@ _FLOAT_PIXEL_VR = {0x7FE00008: b"OF", 0x7FE00009: b"OD"}
 
 
 def deflate(data: bytes) -> bytes:
-    """Raw deflate (no zlib header), as the Deflated Explicit VR Little Endian syntax requires."""
+    """Raw deflate (no zlib header), as the Deflated Explicit VR Little Endian syntax requires, padded to an
+    even length with a NUL after the stream's end (PS3.5 A.5: a peer refuses an odd-length message)."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return compressor.compress(data) + compressor.flush()
+    out = compressor.compress(data) + compressor.flush()
+    return out + b"\x00" if len(out) % 2 else out
 
 
 def assemble_dataset(

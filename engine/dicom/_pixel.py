@@ -7,7 +7,7 @@ import logging
 from engine.errors import PixelDataError
 from engine.types import PixelDescription
 
-from ._scan import DOUBLE_FLOAT_PIXEL_DATA, FLOAT_PIXEL_DATA, PixelElement
+from ._scan import DOUBLE_FLOAT_PIXEL_DATA, FLOAT_PIXEL_DATA, PIXEL_DATA, PixelElement
 from ._values import PIXEL_ELEMENTS, ValueReader
 
 # A decoded frame larger than this is refused before anything is allocated: 2 GiB is more than any
@@ -69,6 +69,11 @@ def describe_pixels(reader: ValueReader, pixel: PixelElement) -> PixelDescriptio
     )
     check_description(desc)
     return desc
+
+
+def pixel_element_tag(desc: PixelDescription) -> int:
+    """The tag of the pixel element `desc` describes: (7FE0,0010) Pixel Data, or the float ones."""
+    return {32: FLOAT_PIXEL_DATA, 64: DOUBLE_FLOAT_PIXEL_DATA}.get(desc.float_kind, PIXEL_DATA)
 
 
 def check_description(desc: PixelDescription) -> None:

@@ -23,7 +23,6 @@ from engine.web._multipart import closing, content_type, new_boundary, part_head
 
 LOGGER = logging.getLogger(__name__)
 
-PIXEL_TAGS = {0: 0x7FE00010, 32: 0x7FE00008, 64: 0x7FE00009}  # float_kind -> pixel element
 
 
 # -- which instances -----------------------------------------------------------------------------------
@@ -102,7 +101,7 @@ async def retrieve_instances(request: Request, ctx: WebContext, sops: Sequence[s
 
 # -- metadata ----------------------------------------------------------------------------------------
 def pixel_tag(record: InstanceRecord) -> int:
-    return PIXEL_TAGS.get(record.pixel.float_kind, 0x7FE00010) if record.pixel is not None else 0
+    return dicom.pixel_element_tag(record.pixel) if record.pixel is not None else 0
 
 
 def _pixel_vr(record: InstanceRecord) -> str:

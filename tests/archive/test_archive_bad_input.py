@@ -6,6 +6,8 @@ import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import imagecodecs
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -71,6 +73,22 @@ def _corrupt_compressed_frame() -> bytes:
     return _save(ds)
 
 
+def _garbage_lossy_frame() -> bytes:
+    """A small JPEG baseline image (no lower levels to build) whose only fragment is not JPEG at all."""
+    ds = pydicom.dcmread(pydicom_test_files_dir() / "SC_rgb_small_odd_jpeg.dcm")
+    ds.PixelData = encapsulate([bytes(range(7, 251)) * 4])
+    return _save(ds)
+
+
+def _codestream_bigger_than_its_header() -> bytes:
+    """A JPEG 2000 frame of 2048 x 2048 zeros (a few kB) in an instance that says 64 x 64: a small file must
+    not make the archive allocate what the codestream claims before refusing it."""
+    ds = pydicom.dcmread(pydicom_test_files_dir() / "MR_small_jp2klossless.dcm")
+    bomb = imagecodecs.jpeg2k_encode(np.zeros((2048, 2048), dtype=np.int16), level=0, reversible=True)
+    ds.PixelData = encapsulate([bytes(bomb)])
+    return _save(ds)
+
+
 def _truncated() -> bytes:
     data = (pydicom_data_dir() or pydicom_test_files_dir()).joinpath("693_UNCR.dcm").read_bytes()
     return data[: len(data) // 2]
@@ -86,6 +104,9 @@ CASES: dict[str, tuple[Callable[[], bytes], type[EngineError], str]] = {
     "unknown transfer syntax": (_unknown_syntax, UnsupportedTransferSyntaxError, "1.2.3.4.5.6.7"),
     "huge declared image": (_huge_image, PixelDataError, ""),
     "corrupt compressed frame": (_corrupt_compressed_frame, EngineError, ""),
+    "garbage lossy frame of a small image": (_garbage_lossy_frame, EngineError, "JPEG"),
+    "codestream declaring more pixels than its header": (_codestream_bigger_than_its_header, EngineError,
+                                                          "declares 2048 x 2048"),
     "not DICOM at all": (lambda: b"hello, this is not a DICOM file" * 10, InvalidDicomError, "DICM"),
 }
 
@@ -134,4 +155,23 @@ def test_same_uid_different_content_is_refused_unless_overwrite(tmp_path: Path) 
         back = pydicom.dcmread(io.BytesIO(archive.read_instance(result.sop_instance_uid)))
         assert back.PatientName == "Other^Person"
         assert archive.stats().instances == 1
+        assert archive.verify(deep=True) == []
+
+
+@pytest.mark.parametrize("how", ["ingest", "accept"])
+def test_pixels_the_profile_codec_cannot_take_are_kept_with_zstd(tmp_path: Path, how: str) -> None:
+    """CharLS fails on 16-bit noise (its output buffer is too small): the instance is valid, so it is kept
+    losslessly with the general-purpose codec, by import and by the network path alike, never refused."""
+    ds = _ct()
+    noise = np.random.default_rng(7).integers(0, 1 << 16, size=(ds.Rows, ds.Columns), dtype=np.uint16)
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 16, 15
+    ds.PixelData = noise.tobytes()
+    data = _save(ds)
+    with Archive.open(tmp_path / "archive", storage={"profile": "jpegls"}) as archive:
+        getattr(archive, how)(data)
+        archive.wait_for_ingests()
+        sop = str(ds.SOPInstanceUID)
+        assert archive.record(sop).codec == "zstd"
+        back = pydicom.dcmread(io.BytesIO(archive.read_instance(sop)))
+        assert back.PixelData == ds.PixelData
         assert archive.verify(deep=True) == []

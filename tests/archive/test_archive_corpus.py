@@ -24,7 +24,7 @@ REFUSED: dict[str, str] = {
     "badVR.dcm": "NumberOfFrames",  # '1A'
     "bad_sequence.dcm": "UID",  # hash strings where UIDs belong
     # Its JPEG 2000 codestream is damaged: pydicom's decoders cannot read its header either.
-    "JPEG2000-embedded-sequence-delimiter.dcm": "does not decode",
+    "JPEG2000-embedded-sequence-delimiter.dcm": "declares 1024 x 3722445056 pixels",
     "meta_missing_tsyntax.dcm": "(0002,0010)",
     # Not complete instances: no UID to file them under.
     "JPEGLSNearLossless_08.dcm": "StudyInstanceUID",
@@ -126,3 +126,23 @@ def test_import_export_roundtrip(archive: Archive, path: Path) -> None:
     assert archive.verify(deep=True) == []
 
 
+
+
+@pytest.mark.parametrize("keyword", ["FloatPixelData", "DoubleFloatPixelData"])
+def test_float_pixel_data_received_in_implicit_vr_keeps_its_element_in_explicit_vr(archive: Archive, keyword: str) -> None:
+    """The corpus holds float pixel data only in explicit VR; from implicit VR the element must keep its tag
+    (and get its OF / OD VR), not turn into (7FE0,0010) Pixel Data."""
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    bits = 32 if keyword == "FloatPixelData" else 64
+    pixels = np.random.default_rng(3).standard_normal((ds.Rows, ds.Columns)).astype(f"<f{bits // 8}")
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.BitsAllocated = bits
+    setattr(ds, keyword, pixels.tobytes())
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=True, little_endian=True)
+    sop = archive.ingest(out.getvalue()).sop_instance_uid
+    back = pydicom.dcmread(io.BytesIO(archive.read_instance(sop, "explicit")))
+    assert keyword in back and "PixelData" not in back
+    assert back[keyword].VR == ("OF" if bits == 32 else "OD")
+    assert np.array_equal(back.pixel_array, pixels)

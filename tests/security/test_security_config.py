@@ -65,6 +65,8 @@ role = "write"
     ('[auth]\nrealm = "a\\"b"\n', "without quotes"),
     ('[audit]\nenabled = "perhaps"\n', "not a valid bool"),
     ('[tls]\ncert = "x"\n', "has no setting 'cert'"),
+    ('[storage]\nworkers = -1\n', "[storage] workers -1 must be 0 or more"),  # not a traceback from the pool
+    ('[storage]\ncommit_batch = 0\n', "[storage] commit_batch 0 must be 1 or more"),
 ])
 def test_bad_security_settings_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
