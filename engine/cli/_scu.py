@@ -19,6 +19,7 @@ from engine.cli._common import EXIT_FAILURE, EXIT_OK, CliError, checked_uid, hum
 from engine.config import Settings
 from engine.errors import EngineError
 from engine.security import client_ssl_context
+from engine.types import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 if TYPE_CHECKING:  # engine.net loads pynetdicom (~0.1 s): imported where a command runs, not at start-up
     from engine.net import Outgoing, Peer, ScuOptions, StoreResult, TransferSummary
 
@@ -140,16 +141,29 @@ def _files(paths: list[Path]) -> Iterator[Path]:
             raise CliError(f"{path} does not exist")
 
 
+# Little-endian native syntaxes a file in one of them can be sent in: the pixel value bytes stay the same.
+_LITTLE_ENDIAN_NATIVE = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE)
+
+
 def _file_item(path: Path) -> Outgoing:
+    """A file to send: in its own syntax, or, from a little-endian native one, in another such syntax the peer
+    accepted (a peer that takes implicit VR only, or picks explicit VR in the uncompressed context)."""
     from engine.net import Outgoing
 
     parsed = dicom.parse_part10(path.read_bytes())
+    own = parsed.transfer_syntax_uid
+    others = tuple(s for s in _LITTLE_ENDIAN_NATIVE if s != own) if own in _LITTLE_ENDIAN_NATIVE else ()
 
     def read(syntax: str) -> bytes:
         p = dicom.parse_part10(path.read_bytes())  # read again when sent: never all files in memory at once
-        return p.header_prefix + p.pixel_element_header + bytes(p.pixel_value) + p.header_suffix
+        if syntax == p.transfer_syntax_uid:  # as it was, deflated again if it was deflated
+            return dicom.assemble_dataset(p.header_prefix, p.pixel_element_header, p.pixel_value, p.header_suffix, syntax)
+        return dicom.reencode_dataset(
+            p.header_prefix, p.header_suffix, p.transfer_syntax_uid, syntax,
+            pixel_value=None if p.pixel_tag == 0 else bytes(p.pixel_value), pixel_tag=p.pixel_tag or 0x7FE00010,
+        )
 
-    return Outgoing(parsed.sop_class_uid, parsed.sop_instance_uid, (parsed.transfer_syntax_uid,), read)
+    return Outgoing(parsed.sop_class_uid, parsed.sop_instance_uid, (own, *others), read)
 
 
 def _study_items(archive: Archive, study: str) -> list[Outgoing]:

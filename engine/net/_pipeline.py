@@ -110,6 +110,11 @@ class StorePipeline:
             result = self._results[index]
         return result if result is not None else StoreResult(None, self._ended_why)
 
+    def answered(self, index: int) -> bool:
+        """Whether the peer has answered the index-th sub-operation already (no waiting)."""
+        with self._done:
+            return self._results[index] is not None
+
     def close(self) -> None:
         """Stop sending and give the association back to pynetdicom; idempotent."""
         self._stop.set()

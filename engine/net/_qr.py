@@ -104,6 +104,11 @@ class _Retrieve:
                                                originator=originator, progress=self._get).start()
         return self._pipeline.result(index)
 
+    def answered(self, index: int) -> bool:
+        """Whether the index-th sub-operation was sent and answered (the pipeline runs ahead of pynetdicom)."""
+        with self._lock:
+            return self._pipeline is not None and self._pipeline.answered(index)
+
     def close(self) -> None:
         """Stop sending (a cancel, the end) and hand the association back to pynetdicom."""
         with self._lock:
@@ -292,6 +297,11 @@ class QueryRetrieveService:
             for index in range(len(job.records)):
                 if event.is_cancelled or job.cancelled:
                     job.close()  # before the cancel response: nothing is sent after it
+                    # The pipeline runs ahead of pynetdicom: what it had sent when the cancel came is
+                    # counted as what it is (the peer holds it), the rest stays remaining (PS3.4 C.4.2.3.1).
+                    while index < len(job.records) and job.answered(index):
+                        yield PENDING, _marker(job, index)
+                        index += 1
                     LOGGER.info("%s cancelled by the peer after %d of %d instances", what, index, len(job.records))
                     self._count(event, f"{what} cancelled", 1)
                     yield CANCELLED, Dataset()
@@ -328,9 +338,11 @@ class QueryRetrieveService:
         records, failure = self._selection(event, str(cast(C_MOVE, event.request).AffectedSOPClassUID))
         contexts = outgoing_contexts((r.sop_class_uid, preferred_syntaxes(r)) for r in records)
         counter = self._count_store(event, "C-MOVE")
+        # PS3.7 9.1.1.1: the sub-operations name the AE that asked for the move (pynetdicom names this one)
+        originator = event.assoc.requestor.ae_title
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_ESTABLISHED, lambda e: wrap_send_c_store(e.assoc, counter)),
+            (evt.EVT_ESTABLISHED, lambda e: wrap_send_c_store(e.assoc, counter, originator_ae=originator)),
         ]
         if not contexts:  # no match or a failure: the destination association is never made
             contexts = outgoing_contexts([("1.2.840.10008.5.1.4.1.1.7", ())])
@@ -349,10 +361,12 @@ class QueryRetrieveService:
 
         return count
 
-def wrap_send_c_store(assoc: Association, on_result: Callable[[StoreResult], None]) -> None:
+def wrap_send_c_store(assoc: Association, on_result: Callable[[StoreResult], None], *,
+                      originator_ae: str | None = None) -> None:
     """Make `assoc.send_c_store` answer marker Datasets from their retrieve's pipeline; others go to pynetdicom.
 
-    Only this association object changes (an instance attribute), nothing global. Idempotent.
+    `originator_ae` replaces the Move Originator AE Title pynetdicom passes (its own AE's). Only this
+    association object changes (an instance attribute), nothing global. Idempotent.
     """
     if getattr(assoc, "_pacs_wrapped", False):
         return
@@ -365,6 +379,7 @@ def wrap_send_c_store(assoc: Association, on_result: Callable[[StoreResult], Non
         if not isinstance(outgoing, _Outgoing):
             return original(dataset, msg_id=msg_id, priority=priority, originator_aet=originator_aet,
                             originator_id=originator_id)
+        originator_aet = originator_ae or originator_aet
         originator = (originator_aet, originator_id) if originator_aet and originator_id is not None else None
         result = outgoing.job.result(assoc, outgoing.index, msg_id, originator)
         on_result(result)

@@ -44,13 +44,17 @@ from engine.net._send import (
 from engine.net._wire import WireError
 from engine.types import (
     EXPLICIT_VR_LE,
+    HTJ2K,
+    HTJ2K_LOSSLESS,
     HTJ2K_LOSSLESS_RPCL,
     IMPLICIT_VR_LE,
+    JPEG2000,
     JPEG2000_LOSSLESS,
     JPEG_BASELINE,
     JPEG_EXTENDED,
     JPEG_LOSSLESS_SV1,
     JPEGLS_LOSSLESS,
+    JPEGLS_NEAR_LOSSLESS,
     RLE_LOSSLESS,
 )
 
@@ -69,8 +73,12 @@ GET_SYNTAXES: tuple[tuple[str, ...], ...] = (
     (JPEG2000_LOSSLESS,),
     (JPEG_LOSSLESS_SV1,),
     (RLE_LOSSLESS,),
+    (HTJ2K_LOSSLESS,),
     (JPEG_BASELINE,),
     (JPEG_EXTENDED,),
+    (JPEG2000,),
+    (JPEGLS_NEAR_LOSSLESS,),
+    (HTJ2K,),
 )
 # Storage classes a C-GET proposes when the peer does not say which classes the instances have.
 COMMON_STORAGE_CLASSES = (

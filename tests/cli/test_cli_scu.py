@@ -17,11 +17,14 @@ from engine.testing.server import ServerHandle, running_server
 
 pytestmark = pytest.mark.dcmtk
 
-CORPUS = ("CT_small.dcm", "SC_rgb.dcm", "color3d_jpeg_baseline.dcm")
+CORPUS = ("CT_small.dcm", "SC_rgb.dcm", "color3d_jpeg_baseline.dcm", "JPEG2000.dcm")
 
 
 def dataset_bytes(path: Path) -> tuple[str, bytes]:
-    raw = path.read_bytes()
+    return dataset_bytes_of(path.read_bytes())
+
+
+def dataset_bytes_of(raw: bytes) -> tuple[str, bytes]:
     meta = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True).file_meta
     return str(meta.TransferSyntaxUID), raw[132 + 12 + int(meta.FileMetaInformationGroupLength):]
 
@@ -80,6 +83,22 @@ def test_send_files_arrive_byte_identical(cli, tmp_archive: Path, dest: StoreSCP
         assert dataset_bytes(arrived[sop_of(path)]) == dataset_bytes(path), path.name
 
 
+def test_send_deflated_and_implicit_vr_files(cli, tmp_archive: Path, dest: StoreSCP) -> None:
+    """A deflated file goes deflated (it went inflated on the deflated context: unreadable); an implicit VR
+    file goes in the syntax the peer picked from the uncompressed context (it failed: no context)."""
+    files = [Path(pydicom.data.get_testdata_file(name)) for name in ("image_dfl.dcm", "MR_small_implicit.dcm")]
+    before = set(dest.files())
+    run = cli(tmp_archive, "send", *map(str, files), "--to", f"STORESCP@{LOOPBACK}:{dest.port}")
+    assert run.code == 0 and "0 failed" in run.out, run.err
+    arrived = {sop_of(p): p for p in set(dest.files()) - before}
+    for path in files:
+        got, sent = pydicom.dcmread(arrived[sop_of(path)]), pydicom.dcmread(path)
+        assert got.file_meta.TransferSyntaxUID in (sent.file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.1")
+        assert got.PixelData == sent.PixelData and got.PatientName == sent.PatientName, path.name
+    deflated = arrived[sop_of(files[0])]
+    assert pydicom.dcmread(deflated).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"  # storescp +xa takes it
+
+
 def test_find_table_and_json(cli, tmp_archive: Path, remote: ServerHandle, mr_series: SeriesFiles) -> None:
     run = cli(tmp_archive, "find", "--to", peer(remote), "-k", "PatientName=compressed*", "-k", "ModalitiesInStudy")
     assert run.code == 0, run.err
@@ -106,6 +125,18 @@ def test_get_pulls_into_this_archive(cli, tmp_archive: Path, remote: ServerHandl
             got = pydicom.dcmread(io.BytesIO(archive.read_instance(sop_of(path))))
             assert np.array_equal(got.pixel_array, original.pixel_array)  # lossless through the stored syntax
             assert got.PatientName == original.PatientName and got.InstanceNumber == original.InstanceNumber
+
+
+def test_get_keeps_lossy_codestreams_as_they_were(cli, tmp_archive: Path, remote: ServerHandle) -> None:
+    """Lossy JPEG 2000 is offered in its own context, so it arrives as received, not decoded."""
+    lossy = corpus()[3]
+    study = str(pydicom.dcmread(lossy, stop_before_pixels=True).StudyInstanceUID)
+    run = cli(tmp_archive, "get", "--from", peer(remote), "--level", "STUDY", "-k", f"StudyInstanceUID={study}")
+    assert run.code == 0 and "0 failed" in run.out, run.err
+    with Archive.open(tmp_archive, readonly=True) as archive:
+        assert archive.record(sop_of(lossy)).transfer_syntax_uid == "1.2.840.10008.1.2.4.91"
+        got = io.BytesIO(archive.read_instance(sop_of(lossy)))
+        assert dataset_bytes_of(got.getvalue()) == dataset_bytes(lossy)
 
 
 def test_move_to_storescp_and_send_study_back(cli, tmp_archive: Path, remote: ServerHandle, dest: StoreSCP,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +21,7 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 
 from engine.archive import Archive
@@ -100,6 +102,52 @@ def test_a_c_cancel_stops_a_c_get_and_the_association_goes_on(
     finally:
         assoc.release()
     assert archive.stats().instances == len(ct_series.files)
+
+
+def test_a_c_cancel_stops_a_c_move_counting_what_the_destination_holds(tmp_path: Path, ct_series: SeriesFiles) -> None:
+    """The pipeline runs ahead of pynetdicom's loop: an instance it had sent when the cancel came is in
+    the destination and must be counted (PS3.4 C.4.2.3.1), not left among the remaining. Every C-STORE
+    names the AE that asked for the move (PS3.7 9.1.1.1), not the archive."""
+    received: list[str] = []
+    originators: set[str] = set()
+    state: dict[str, Any] = {}
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        originators.add(str(event.request.MoveOriginatorApplicationEntityTitle))
+        if len(received) == 3:
+            state["mover"].send_c_cancel(5, state["context"])
+        elif len(received) > 3:
+            time.sleep(0.05)  # a slow destination: the cancel arrives while instances are still on the way
+        return 0x0000
+
+    destination = AE("DEST")
+    destination.add_supported_context(CTImageStorage, [EXPLICIT, HTJ2K_RPCL])
+    scp = destination.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        remote = {"DEST": f"{LOOPBACK}:{scp.socket.getsockname()[1]}"}
+        with serving(tmp_path / "archive", AE_TITLE, remote_aes=remote) as served:
+            for path in ct_series.files:
+                served.archive.ingest_file(path)
+            mover = AE("MOVER")
+            mover.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = mover.associate(served.host, served.port, ae_title=AE_TITLE)
+            assert assoc.is_established
+            state["mover"], state["context"] = assoc, assoc.accepted_contexts[0].context_id
+            try:
+                finals = [status for status, _ in assoc.send_c_move(
+                    _identifier(ct_series), "DEST", StudyRootQueryRetrieveInformationModelMove, msg_id=5)
+                    if status and status.Status != 0xFF00]
+            finally:
+                assoc.release()
+    finally:
+        scp.shutdown()
+    assert [f.Status for f in finals] == [0xFE00]
+    final, sent = finals[0], len(ct_series.files)
+    assert 3 <= len(received) < sent
+    assert final.NumberOfCompletedSuboperations == len(received)
+    assert final.NumberOfRemainingSuboperations == sent - len(received)
+    assert originators == {"MOVER"}
 
 
 def test_a_peer_that_aborts_mid_c_get_leaves_the_archive_serving(
