@@ -109,7 +109,7 @@ def _plan_frames(
     level0 = [codecs.encode_verified(f, codec, bits_stored=bits) for f in frames]
     hashes = tuple(frame_hash(f) for f in frames)
     rows, cols = desc.rows, desc.columns
-    n_levels = codecs.level_count(rows, cols, SMALLEST_LEVEL_SIDE) if codec != CODEC_ZSTD else 1
+    n_levels = codecs.level_count(rows, cols, SMALLEST_LEVEL_SIDE)
     shapes = tuple(codecs.level_shape(rows, cols, k) for k in range(n_levels))
     arrays = [_level_array(0, frames[0].shape, len(frames), dtype, codec, [e.data for e in level0])]
     if codec == CODEC_HTJ2K:
@@ -189,10 +189,8 @@ def _plan_passthrough(
         LOGGER.warning("%s input kept without decoding it, and without low-resolution levels: %s", transfer_syntax, exc)
         n_levels = 1
     else:
-        codec = _storage_codec(decoded[0], desc, profile)
-        if codec == CODEC_ZSTD:
-            n_levels = 1
-        elif n_levels > 1:
+        if n_levels > 1:
+            codec = _storage_codec(decoded[0], desc, profile)
             arrays.extend(_pyramid(decoded, n_levels, codec, decoded[0].dtype.newbyteorder("<").str))
     shapes = tuple(codecs.level_shape(desc.rows, desc.columns, k) for k in range(n_levels))
     return PixelPlan(

@@ -146,3 +146,30 @@ def test_float_pixel_data_received_in_implicit_vr_keeps_its_element_in_explicit_
     assert keyword in back and "PixelData" not in back
     assert back[keyword].VR == ("OF" if bits == 32 else "OD")
     assert np.array_equal(back.pixel_array, pixels)
+
+
+@pytest.mark.parametrize("kind", ["int32", "float32"])
+def test_frames_kept_with_zstd_have_lower_levels_too(archive: Archive, kind: str) -> None:
+    """32-bit and float frames (no image codec takes them) get explicit pyramid levels like any other frame
+    larger than the smallest level, so a viewer's low-resolution first read works for them as well."""
+    from engine.codecs import downsample
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    rng = np.random.default_rng(5)
+    pixels = (rng.standard_normal((300, 512)) * 1e6).astype("<i4" if kind == "int32" else "<f4")
+    ds.Rows, ds.Columns = pixels.shape
+    if kind == "int32":
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 1
+        ds.PixelData = pixels.tobytes()
+    else:
+        del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+        ds.BitsAllocated = 32
+        ds.FloatPixelData = pixels.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out)
+    sop = archive.ingest(out.getvalue()).sop_instance_uid
+    record = archive.record(sop)
+    assert record.codec == "zstd" and len(record.levels) > 1
+    assert np.array_equal(archive.read_frame(sop, 0, 0), pixels)
+    assert np.array_equal(archive.read_frame(sop, 0, 1), downsample(pixels))
+    assert archive.verify(deep=True) == []
