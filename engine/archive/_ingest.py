@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import xxhash
 
 from engine import dicom
-from engine.archive._plan import PixelPlan, level_infos, plan_pixels, plan_raw
+from engine.archive._plan import PixelPlan, level_infos, plan_pixels
 from engine.errors import (
     CodecUnavailableError,
     CorruptDataError,
@@ -21,7 +21,7 @@ from engine.errors import (
 )
 from engine.index import GroupCommitter, Index, IndexEntry, PutOutcome
 from engine.pixels import LocalPixelStore
-from engine.types import PENDING, InstanceRecord, LevelInfo
+from engine.types import CODEC_ZSTD, PENDING, InstanceRecord, LevelInfo
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Ingestor:
                 if parsed.pixel is None or parsed.encapsulated:
                     raise
                 LOGGER.warning("%s: %s; keeping its pixel data with zstd instead", sop, exc)
-                plan = plan_raw(parsed)
+                plan = plan_pixels(parsed, CODEC_ZSTD)  # frames and levels as with any codec
             record, written = self._write_pixels(parsed, plan, dataset_bytes, digest, generation)
             entry = IndexEntry(
                 record=record,
