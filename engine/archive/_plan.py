@@ -74,7 +74,7 @@ def plan_pixels(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan | None:
     if not parsed.encapsulated:
         frames = dicom.native_frames(parsed)
         if frames is None:
-            return plan_raw(parsed)
+            return plan_raw(parsed, profile)
         return _plan_frames(frames, desc, profile, encapsulation=None, tail=dicom.native_tail(parsed))
     # Video syntaxes hold one stream for all frames: the parser's layout says how many codestreams.
     n_codestreams = len(parsed.encapsulation.fragments_per_frame) if parsed.encapsulation else desc.frames
@@ -221,8 +221,9 @@ def _plan_passthrough(
     )
 
 
-def plan_raw(parsed: dicom.ParsedInstance) -> PixelPlan:
-    """Native layouts that are not whole frames of one dtype (1-bit, 4:2:2): the value bytes, zstd'ed."""
+def plan_raw(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan:
+    """Native layouts that are not whole frames of one dtype (1-bit, 4:2:2): the value bytes, zstd'ed, and
+    lower levels from the unpacked frames where they unpack (see dicom.unpacked_frames)."""
     value = bytes(parsed.pixel_value)
     # A one-row "frame" of bytes: the codecs take 2-D frames, and the value has no frame structure.
     encoded = codecs.encode_verified(np.frombuffer(value, dtype=np.uint8).reshape(1, -1), CODEC_ZSTD)
@@ -234,13 +235,24 @@ def plan_raw(parsed: dicom.ParsedInstance) -> PixelPlan:
         codec_config={},
         chunks=(encoded.data,),
     )
+    desc = parsed.pixel
+    assert desc is not None
+    arrays = [array]
+    n_levels = codecs.level_count(desc.rows, desc.columns, SMALLEST_LEVEL_SIDE)
+    frames = dicom.unpacked_frames(value, desc, parsed.transfer_syntax_uid) if n_levels > 1 else None
+    if frames is not None:
+        arrays.extend(_pyramid(frames, n_levels, _storage_codec(frames[0], desc, profile), "|u1"))
+    else:
+        n_levels = 1
+    # Level 0 of the raw layout records the value's length as its width, the levels below their frames.
+    shapes = ((1, len(value)), *(codecs.level_shape(desc.rows, desc.columns, k) for k in range(1, n_levels)))
     return PixelPlan(
         codec=CODEC_ZSTD,
         layout="raw",
-        arrays=(array,),
-        level_shapes=((1, len(value)),),  # the raw layout's one "level" is the value's length
-        level_sources=("array",),
-        array_of_level=(0,),
+        arrays=tuple(arrays),
+        level_shapes=shapes,
+        level_sources=("array",) * n_levels,
+        array_of_level=tuple(range(n_levels)),
         level_prefixes=(),
         frame_hashes=(bytes_hash(value),),
         encapsulation=None,

@@ -70,11 +70,14 @@ class Retriever:
         stored chunk fails its checks, CodecUnavailableError for layouts that are not frame arrays.
         """
         desc, info = self._level(record, frame, level)
-        if record.layout == "raw":
-            raise CodecUnavailableError(
-                f"{record.sop_instance_uid}: pixel data is kept as packed bytes "
-                f"(BitsAllocated {desc.bits_allocated}, {desc.photometric}); retrieve the whole instance"
-            )
+        if record.layout == "raw" and level == 0:
+            frames = dicom.unpacked_frames(self.raw_bytes(record), desc, record.transfer_syntax_uid)
+            if frames is None:
+                raise CodecUnavailableError(
+                    f"{record.sop_instance_uid}: pixel data is kept as packed bytes "
+                    f"(BitsAllocated {desc.bits_allocated}, {desc.photometric}); retrieve the whole instance"
+                )
+            return frames[frame]
         codec = info.codec or record.codec or ""
         if info.source == "resolution":
             # The whole chunk, not the level's prefix: only a whole chunk can be checked against its

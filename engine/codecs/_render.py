@@ -48,6 +48,16 @@ def window_to_uint8(
     return 255 - out if invert else out
 
 
+def ybr_full_to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """8-bit YBR_FULL samples (rows, cols, 3) as RGB, by the equations of PS3.3 C.7.6.3.1.2."""
+    y, cb, cr = (frame[..., k].astype(np.float32) for k in range(3))
+    cb -= 128.0
+    cr -= 128.0
+    rgb = np.stack((y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb), axis=-1)
+    out: npt.NDArray[np.uint8] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return out
+
+
 def encode_png(image: npt.NDArray[np.uint8]) -> bytes:
     """A PNG of an 8-bit grey (rows, cols) or colour (rows, cols, 3) image; raises CodecUnavailableError."""
     codecs = _module()  # PNG is not a storage feature of _backend: its availability is checked here

@@ -11,7 +11,7 @@ from ._build import (
 )
 from ._encapsulation import encapsulate, join_encapsulated, split_encapsulated
 from ._json import dataset_to_json
-from ._native import frame_dtype, native_frames, native_pixel_value, native_tail
+from ._native import frame_dtype, native_frames, native_pixel_value, native_tail, unpacked_frames
 from ._parse import ParsedInstance, parse_dataset, parse_part10
 from ._pixel import MAX_FRAME_BYTES, native_length, pixel_element_tag
 from ._syntax import SyntaxInfo, supported_syntaxes, syntax_info
@@ -35,6 +35,7 @@ __all__ = [
     "pixel_element_tag",
     "native_pixel_value",
     "native_tail",
+    "unpacked_frames",
     "parse_dataset",
     "parse_part10",
     "part10",

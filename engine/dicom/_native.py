@@ -78,6 +78,31 @@ def native_frames(parsed: ParsedInstance) -> list[npt.NDArray[np.generic]] | Non
     return list(array.reshape((desc.frames, *desc.frame_shape)))
 
 
+def unpacked_frames(value: bytes | memoryview, desc: PixelDescription, transfer_syntax_uid: str
+                    ) -> list[npt.NDArray[np.uint8]] | None:
+    """Frames of a packed native value (kept byte for byte as the raw layout) as 8-bit arrays, or None.
+
+    1-bit data (PS3.5 8.1.1: bits fill each byte from the least significant, across frame boundaries)
+    becomes 0 / 1 per pixel; YBR_FULL_422 and YBR_PARTIAL_422 (PS3.3 C.7.6.3.1.2: Y1 Y2 Cb Cr for each
+    pair of pixels of a row) become full-resolution YBR, each chroma sample given to both pixels.
+    Other packings (12-bit, big endian words) give None: they are only served whole.
+    """
+    if not syntax_info(transfer_syntax_uid).little_endian:
+        return None
+    count = desc.frames * desc.rows * desc.columns
+    raw = np.frombuffer(value, dtype=np.uint8)
+    if desc.bits_allocated == 1 and desc.samples_per_pixel == 1 and len(raw) * 8 >= count:
+        bits = np.unpackbits(raw, bitorder="little", count=count)
+        return list(bits.reshape(desc.frames, desc.rows, desc.columns))
+    subsampled = desc.samples_per_pixel == 3 and desc.photometric in SUBSAMPLED_422
+    if subsampled and desc.bits_allocated == 8 and desc.columns % 2 == 0 and len(raw) >= count * 2:
+        pairs = raw[: count * 2].reshape(desc.frames, desc.rows, desc.columns // 2, 4)
+        luma = pairs[..., :2].reshape(desc.frames, desc.rows, desc.columns)
+        chroma = np.repeat(pairs[..., 2:], 2, axis=2)  # (frames, rows, columns, 2): Cb, Cr
+        return list(np.concatenate([luma[..., None], chroma], axis=3))
+    return None
+
+
 def native_tail(parsed: ParsedInstance) -> bytes:
     """The bytes of a native Pixel Data value after its last frame (the pad byte, usually none)."""
     if parsed.pixel is None or parsed.encapsulated:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from engine import codecs
-from engine.errors import NotStoredYetError
+from engine.errors import CodecUnavailableError, NotStoredYetError
 from engine.index import IndexReader
 from engine.types import (
     CODEC_PASSTHROUGH,
@@ -165,6 +165,10 @@ def frame_bytes(ctx: WebContext, record: InstanceRecord, plan: FramePlan, frame:
         if level == 0:
             return archive.read_frame_encoded(sop, frame)[1]
         return archive.read_frame_prefix(sop, frame, level)
+    if plan.kind == "native" and level == 0 and record.layout == "raw":
+        # The native form of a packed frame (1-bit, 4:2:2) is its packed bits, not the unpacked pixels
+        # read_frame gives; those exist only within the whole value.
+        raise CodecUnavailableError(f"{sop}: packed pixel data is served whole (bulk data or the instance)")
     pixels = archive.read_frame(sop, frame, level)
     if plan.kind == "native":
         return np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()

@@ -23,6 +23,7 @@ from engine.web._media import JPEG, PNG, choose, parse_accept
 from engine.web._wado import instance_record, sops_of
 
 THUMBNAIL_VIEWPORT = (128, 128)
+_YBR_FULL = frozenset({"YBR_FULL", "YBR_FULL_422"})  # read_frame expands 4:2:2 to full YBR
 
 
 def _first_number(element: dict[str, Any] | None) -> float | None:
@@ -83,6 +84,8 @@ def _viewport_level(request: Request, record: InstanceRecord, default: tuple[int
 def _render(ctx: WebContext, request: Request, record: InstanceRecord, frame: int, level: int, media: str) -> bytes:
     assert record.pixel is not None
     pixels = ctx.archive.read_frame(record.sop_instance_uid, frame, level)
+    if pixels.ndim == 3 and pixels.dtype == np.uint8 and record.pixel.photometric in _YBR_FULL:
+        pixels = codecs.ybr_full_to_rgb(pixels)  # frames keep their samples as stored
     voi = _voi(ctx, record)
     window = _query_window(request)
     if window is not None:

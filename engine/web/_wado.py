@@ -216,6 +216,8 @@ def _bulk_value(prefix: bytes, suffix: bytes, syntax: str, path: str) -> bytes:
 
 def _native_pixels(ctx: WebContext, record: InstanceRecord) -> bytes:
     assert record.pixel is not None
+    if record.layout == "raw":  # read_frame unpacks 1-bit / 4:2:2 frames: not their native form
+        raise HttpError(406, f"{record.sop_instance_uid}: packed pixel data is served with the instance")
     frames = [ctx.archive.read_frame(record.sop_instance_uid, i) for i in range(record.pixel.frames)]
     return b"".join(np.ascontiguousarray(f.astype(f.dtype.newbyteorder("<"))).tobytes() for f in frames)
 

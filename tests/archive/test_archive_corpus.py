@@ -164,3 +164,24 @@ def test_frames_kept_with_zstd_have_lower_levels_too(archive: Archive, kind: str
     assert np.array_equal(archive.read_frame(sop, 0, 0), pixels)
     assert np.array_equal(archive.read_frame(sop, 0, 1), downsample(pixels))
     assert archive.verify(deep=True) == []
+
+
+@pytest.mark.parametrize("name", ["liver.dcm", "SC_ybr_full_422_uncompressed.dcm"])
+def test_packed_frames_are_read_one_by_one_and_have_lower_levels(archive: Archive, name: str) -> None:
+    """1-bit and YBR_FULL_422 native data is kept byte for byte as one packed value; its frames still
+    unpack one by one (0/1 pixels, full-resolution YBR) and get lower levels like any other frame."""
+    from pydicom.pixels import pixel_array
+
+    from engine.codecs import downsample
+
+    (path,) = [p for p in FILES if p.name == name]
+    sop = archive.ingest(path.read_bytes()).sop_instance_uid
+    record = archive.record(sop)
+    assert record.layout == "raw" and len(record.levels) > 1
+    expected = pixel_array(pydicom.dcmread(path), as_rgb=False)
+    frames = list(expected) if record.pixel is not None and record.pixel.frames > 1 else [expected]
+    for number, frame in enumerate(frames):
+        assert np.array_equal(archive.read_frame(sop, number, 0), frame)
+    assert np.array_equal(archive.read_frame(sop, 0, 1), downsample(frames[0].astype(np.uint8)))
+    assert archive.read_instance(sop) == archive.read_instance(sop, "original")
+    assert archive.verify(deep=True) == []

@@ -16,7 +16,7 @@ from engine.web import WebServer
 
 CT_SLICES = 20
 # Real files: signed CT, multi-frame MR, 8-bit RGB, and lossy JPEG kept as received (passthrough).
-CORPUS = ("CT_small.dcm", "emri_small.dcm", "SC_rgb.dcm", "JPEG-lossy.dcm")
+CORPUS = ("CT_small.dcm", "emri_small.dcm", "SC_rgb.dcm", "JPEG-lossy.dcm", "SC_ybr_full_422_uncompressed.dcm")
 
 
 @pytest.fixture(scope="session")

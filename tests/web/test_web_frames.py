@@ -156,6 +156,22 @@ def test_rendered_png_applies_the_query_window(served: Served) -> None:
     assert max(imagecodecs.jpeg8_decode(thumb.content).shape) <= 128
 
 
+def test_packed_ybr_422_frames_render_as_rgb_and_are_native_only_whole(served: Served) -> None:
+    """A YBR_FULL_422 image is kept packed: rendered, its frame is full-resolution RGB; as octet-stream
+    frames (whose native form is the packed 4:2:2 bytes) it is refused, to be had with the instance."""
+    from pydicom.pixels import pixel_array
+
+    path = served.corpus["SC_ybr_full_422_uncompressed.dcm"]
+    _sop, url = _frame_url(served, path)
+    with served.http() as http:
+        png = http.get(url.replace("/frames/1", "/rendered"), headers={"Accept": "image/png"})
+        native = http.get(url, headers={"Accept": "application/octet-stream"})
+    assert png.status_code == 200, png.text
+    rgb = pixel_array(pydicom.dcmread(path), as_rgb=True).astype(int)
+    assert np.abs(imagecodecs.png_decode(png.content).astype(int) - rgb).max() <= 1
+    assert native.status_code == 406
+
+
 def test_rendered_uses_the_instance_window_by_default(served: Served) -> None:
     path = served.ct.files[0]
     _sop, url = _frame_url(served, path)

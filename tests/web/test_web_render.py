@@ -44,3 +44,13 @@ def test_png_is_lossless_and_jpeg_decodes(ct: np.ndarray) -> None:
     rgb = np.stack([image, 255 - image, image // 2], axis=-1)
     np.testing.assert_array_equal(codecs.window_to_uint8(rgb), rgb)  # 8-bit colour passes through
     assert imagecodecs.jpeg8_decode(codecs.encode_jpeg(rgb, 95)).shape == rgb.shape
+
+
+def test_ybr_full_frames_are_rendered_as_rgb() -> None:
+    """Stored YBR samples become RGB for a picture: pydicom's conversion of a real YBR_FULL_422 image."""
+    from pydicom.pixels import pixel_array
+
+    ds = pydicom.dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    ybr = pixel_array(ds, as_rgb=False)
+    rgb = codecs.ybr_full_to_rgb(ybr)
+    assert np.abs(rgb.astype(int) - pixel_array(ds, as_rgb=True).astype(int)).max() <= 1
