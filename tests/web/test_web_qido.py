@@ -149,3 +149,12 @@ def test_a_patient_with_more_studies_than_answered_inline(tmp_path: Path) -> Non
     assert len(uids) == count and len(set(uids)) == count and uids == sorted(uids)
     assert [s[STUDY_UID]["Value"][0] for s in page] == uids[3:34]
     assert [s[STUDY_UID]["Value"][0] for s in few] == uids[:2]
+
+
+def test_every_key_qido_accepts_is_one_the_matcher_matches() -> None:
+    """QIDO-RS refuses keys it cannot match (400), C-FIND ignores them (FF01): no key may fall between."""
+    from engine.index import ATTRIBUTE_LEVELS
+    from engine.index._query import NOT_MATCHED
+    from engine.web._qido import ELEMENTS
+
+    assert set(ELEMENTS) - set(ATTRIBUTE_LEVELS) - NOT_MATCHED == set()
