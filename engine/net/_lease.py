@@ -37,6 +37,18 @@ def _poll_until(condition: Callable[[], bool]) -> bool:
     return True
 
 
+def wait_for_backlog(assoc: Association, backlog: int) -> None:
+    """When more than `backlog` messages wait in the DUL reactor's queue, wait until it has sent them all.
+
+    The DUL reactor reads the socket only when it has nothing to send: a handler that queues responses
+    as fast as they go out would keep a peer's C-CANCEL unread until every one of them was sent. An empty
+    queue at least every `backlog` responses lets it read.
+    """
+    queued = assoc.dul.to_provider_queue
+    if queued.qsize() > backlog:
+        _poll_until(lambda: queued.empty() or not assoc.is_established)
+
+
 class LeaseError(Exception):
     """The association ended, or its reactor did not come to rest, before the lease could start."""
 

@@ -32,6 +32,7 @@ from engine.net._identifier import (
     response_identifier,
     retrieve_criteria,
 )
+from engine.net._lease import wait_for_backlog
 from engine.net._pipeline import (
     PENDING_INTERVAL,
     GetProgress,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 PENDING = 0xFF00
+FIND_BACKLOG = 32  # C-FIND responses queued ahead of the socket at most (see wait_for_backlog)
 PENDING_KEYS_UNSUPPORTED = 0xFF01  # Pending: optional keys were not supported for matching (PS3.4 C.4.1.1.4)
 CANCELLED = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900  # Failure: Identifier does not match SOP Class
@@ -250,6 +252,7 @@ class QueryRetrieveService:
                     return
                 matches += 1
                 yield pending, response_identifier(request, match, self._ae_title)
+                wait_for_backlog(event.assoc, FIND_BACKLOG)  # so the DUL reads a C-CANCEL soon
         except InvalidQueryError as exc:
             yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
             return
