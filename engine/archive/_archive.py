@@ -21,7 +21,7 @@ from engine.archive._receiver import Receiver
 from engine.archive._retrieve import Retriever, resolve_syntax
 from engine.archive._verify import IndexScan, scan_index, sweep_orphans, verify_archive
 from engine.config import Settings, load_settings
-from engine.errors import ClosedError, EngineError
+from engine.errors import ClosedError, CodecUnavailableError, EngineError
 from engine.index import GroupCommitter, Index, IndexWriter
 from engine.pixels import LocalPixelStore
 from engine.types import InstanceRecord
@@ -362,6 +362,16 @@ class Archive:
     def read_frame(self, sop_uid: str, frame: int, level: int = 0) -> np.ndarray:
         """Pixels of frame `frame` (0-based) at resolution `level` (0 = full). Raises NotFoundError."""
         return self._retriever.frame(self.record(sop_uid), frame, level)
+
+    def read_packed_pixels(self, sop_uid: str) -> bytes:
+        """The whole Pixel Data value of packed data (1-bit, 4:2:2: the "raw" layout), exactly as received.
+
+        Raises NotFoundError, and CodecUnavailableError for an instance whose frames are stored one by one.
+        """
+        record = self.record(sop_uid)
+        if record.layout != "raw":
+            raise CodecUnavailableError(f"{sop_uid}: pixel data is stored frame by frame, not packed")
+        return self._retriever.raw_bytes(record)
 
     def read_frame_encoded(self, sop_uid: str, frame: int) -> tuple[str, bytes]:
         """(transfer syntax, codestream) of a frame exactly as stored, without decoding."""

@@ -6,7 +6,7 @@ from engine.codecs._checksum import crc32
 from engine.codecs._frames import decode_frame, encode_frame, encode_verified, frame_dtype, syntax_for_codec
 from engine.codecs._levels import downsample, level_count, level_shape
 from engine.codecs._registry import is_available, storage_codecs
-from engine.codecs._render import WINDOW_FUNCTIONS, encode_jpeg, encode_png, window_to_uint8, ybr_full_to_rgb
+from engine.codecs._render import WINDOW_FUNCTIONS, encode_jpeg, encode_png, fit_within, window_to_uint8, ybr_full_to_rgb
 from engine.codecs._warmup import warm_up
 from engine.codecs._syntax import (
     DECODABLE_SYNTAXES,
@@ -23,6 +23,7 @@ __all__ = [
     "crc32",
     "window_to_uint8",
     "ybr_full_to_rgb",
+    "fit_within",
     "DECODABLE_SYNTAXES",
     "ENCODABLE_SYNTAXES",
     "decode_frame",

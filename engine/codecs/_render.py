@@ -8,7 +8,7 @@ import numpy.typing as npt
 from engine.codecs._backend import DECODE_ERRORS, _module, require
 from engine.errors import CodecUnavailableError
 
-WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT")
+WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")  # PS3.3 C.11.2.1.2 and C.11.2.1.3.1
 
 
 def window_to_uint8(
@@ -25,7 +25,7 @@ def window_to_uint8(
 
     Without a window the full range of the frame's values is shown. Colour frames (rows, cols, 3) of
     8 bits are returned as they are. `invert` is MONOCHROME1. Raises ValueError for an unknown
-    function or a width below 1 (LINEAR) or 0 (LINEAR_EXACT).
+    function or a width below 1 (LINEAR) or 0 (LINEAR_EXACT, SIGMOID).
     """
     if frame.ndim == 3 and frame.dtype == np.uint8:
         return np.ascontiguousarray(frame)
@@ -40,12 +40,35 @@ def window_to_uint8(
         if width < 1:
             raise ValueError(f"window width {width} is below 1, which LINEAR does not allow")
         scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) if width > 1 else (values > center - 0.5) * 1.0
+    elif function == "SIGMOID":
+        if width <= 0:
+            raise ValueError(f"window width {width} must be above 0 for SIGMOID")
+        scaled = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     else:
         if width <= 0:
             raise ValueError(f"window width {width} must be above 0 for LINEAR_EXACT")
         scaled = (values - center) / width + 0.5
     out = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
     return 255 - out if invert else out
+
+
+def fit_within(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """`image` scaled down, aspect ratio kept, to fit `width` x `height` (each output pixel the mean of the
+    source pixels it covers); returned as it is when it fits already."""
+    rows, cols = image.shape[:2]
+    scale = min(width / cols, height / rows)
+    if scale >= 1:
+        return image
+    out_rows, out_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
+    # A box filter: np.add.reduceat sums the source pixels of each output cell, one axis after the other.
+    row_edges = np.linspace(0, rows, out_rows + 1).round().astype(int)
+    col_edges = np.linspace(0, cols, out_cols + 1).round().astype(int)
+    summed = np.add.reduceat(np.add.reduceat(image.astype(np.float64), row_edges[:-1], axis=0), col_edges[:-1], axis=1)
+    counts = np.outer(np.diff(row_edges), np.diff(col_edges))
+    if image.ndim == 3:
+        counts = counts[..., None]
+    out: npt.NDArray[np.uint8] = np.clip(np.rint(summed / counts), 0, 255).astype(np.uint8)
+    return out
 
 
 def ybr_full_to_rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from engine import codecs
-from engine.errors import CodecUnavailableError, NotStoredYetError
+from engine.errors import NotStoredYetError
 from engine.index import IndexReader
 from engine.types import (
     CODEC_PASSTHROUGH,
@@ -145,6 +145,10 @@ def plan_for_level(record: InstanceRecord, plan: FramePlan, level: int) -> Frame
     sent decoded when octet-stream with any syntax was asked (the part's type says so). Raises HttpError
     406 otherwise; called before a response starts, so a client never gets a truncated body instead.
     """
+    if plan.kind == "native" and level == 0 and record.layout == "raw":
+        # The native form of a packed frame (1-bit, 4:2:2) is its packed bits, not the unpacked pixels
+        # read_frame gives; those exist only within the whole value (bulk data, the instance).
+        raise HttpError(406, f"{record.sop_instance_uid}: packed pixel data is served whole, as bulk data")
     if plan.kind != "stored" or level == 0 or record.levels[0].level_prefixes:
         return plan
     if plan.media_type in ENCODED_MEDIA:
@@ -165,10 +169,6 @@ def frame_bytes(ctx: WebContext, record: InstanceRecord, plan: FramePlan, frame:
         if level == 0:
             return archive.read_frame_encoded(sop, frame)[1]
         return archive.read_frame_prefix(sop, frame, level)
-    if plan.kind == "native" and level == 0 and record.layout == "raw":
-        # The native form of a packed frame (1-bit, 4:2:2) is its packed bits, not the unpacked pixels
-        # read_frame gives; those exist only within the whole value.
-        raise CodecUnavailableError(f"{sop}: packed pixel data is served whole (bulk data or the instance)")
     pixels = archive.read_frame(sop, frame, level)
     if plan.kind == "native":
         return np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()

@@ -88,7 +88,7 @@ def _element(vr: str, value: str | int) -> dict[str, Any]:
     if isinstance(value, int):
         return {"vr": vr, "Value": [value]}
     if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": value}]}  # a backslash in a name is a second name: kept
+        return {"vr": vr, "Value": [_name_groups(name) for name in value.split("\\")]}
     values: list[Any] = value.split("\\")
     if vr in _INTEGER_VRS:
         try:
@@ -101,6 +101,13 @@ def _element(vr: str, value: str | int) -> dict[str, Any]:
         except ValueError:
             return {"vr": vr, "Value": values}
     return {"vr": vr, "Value": values}
+
+
+def _name_groups(name: str) -> dict[str, str]:
+    """A PN value as the JSON model's object (PS3.18 F.2.2): its alphabetic, ideographic and phonetic
+    groups ("Yamada^Tarou=山田^太郎=やまだ^たろう"), empty ones left out."""
+    groups = zip(("Alphabetic", "Ideographic", "Phonetic"), name.split("="), strict=False)
+    return {kind: text for kind, text in groups if text}
 
 
 _INTEGER_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
@@ -139,8 +146,10 @@ async def search(request: Request, ctx: WebContext, level: str, scope: Mapping[s
     choose(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"], what="search results")
     criteria: dict[str, str] = {}
     for name, value in request.query_params.multi_items():
-        if name.lower() in _CONTROL:
+        if name in _CONTROL:
             continue
+        if name.lower() in _CONTROL:  # it was skipped here and never applied: a LIMIT=2 returned everything
+            raise HttpError(400, f"query parameter {name!r}: its name is {name.lower()!r} (PS3.18 8.3.4)")
         criteria[_keyword(name)] = value
     for keyword, value in scope.items():
         criteria[keyword] = uid(value, keyword)

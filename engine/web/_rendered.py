@@ -1,8 +1,9 @@
 """WADO-RS rendered and thumbnail: a frame windowed to 8 bits as JPEG or PNG.
 
-Query parameters: `window=center,width[,function]` (function LINEAR or LINEAR_EXACT; default: the
+Query parameters: `window=center,width[,function]` (function linear, linear-exact or sigmoid; default: the
 instance's first Window Center/Width, else the frame's full range), `quality=1..100` (JPEG),
-`viewport=width,height` (answers the smallest resolution level that still covers it) and `level=k`.
+`viewport=width,height` (the smallest resolution level that still covers it, scaled down to fit it
+with its aspect ratio kept; never scaled up) and `level=k`.
 """
 
 from __future__ import annotations
@@ -57,20 +58,33 @@ def _query_window(request: Request) -> tuple[float, float, str] | None:
         center, width = float(parts[0]), float(parts[1])
     except (ValueError, IndexError):
         raise HttpError(400, f"window={raw!r} is not center,width[,function]") from None
-    function = parts[2].upper() if len(parts) > 2 else "LINEAR"
+    # PS3.18 writes the functions as linear, linear-exact and sigmoid; the attribute as LINEAR_EXACT
+    function = parts[2].upper().replace("-", "_") if len(parts) > 2 else "LINEAR"
     if function not in codecs.WINDOW_FUNCTIONS:
         raise HttpError(400, f"window function {function!r} is not one of {', '.join(codecs.WINDOW_FUNCTIONS)}")
     return center, width, function
 
 
-def _viewport_level(request: Request, record: InstanceRecord, default: tuple[int, int] | None) -> int:
+def _viewport(request: Request, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(width, height) the image must fit in: `viewport=vw,vh` (PS3.18 8.3.5.1; a source region after
+    them is not supported and ignored), else `default`."""
     raw = request.query_params.get("viewport")
-    if raw is None and default is None:
-        return parse_level(request)
+    if raw is None:
+        return default
     try:
-        width, height = (int(v) for v in raw.split(",")[:2]) if raw else default  # type: ignore[misc]
+        width, height = (int(v) for v in raw.split(",")[:2])
     except ValueError:
         raise HttpError(400, f"viewport={raw!r} is not width,height") from None
+    if width < 1 or height < 1:
+        raise HttpError(400, f"viewport={raw!r}: width and height must be 1 or more")
+    return width, height
+
+
+def _viewport_level(request: Request, record: InstanceRecord, viewport: tuple[int, int] | None) -> int:
+    """The smallest resolution level that still covers the viewport (`level=k` without one)."""
+    if viewport is None:
+        return parse_level(request)
+    width, height = viewport
     assert record.pixel is not None
     level = 0
     while level + 1 < len(record.levels):
@@ -81,7 +95,8 @@ def _viewport_level(request: Request, record: InstanceRecord, default: tuple[int
     return level
 
 
-def _render(ctx: WebContext, request: Request, record: InstanceRecord, frame: int, level: int, media: str) -> bytes:
+def _render(ctx: WebContext, request: Request, record: InstanceRecord, frame: int, level: int, media: str,
+            viewport: tuple[int, int] | None = None) -> bytes:
     assert record.pixel is not None
     pixels = ctx.archive.read_frame(record.sop_instance_uid, frame, level)
     if pixels.ndim == 3 and pixels.dtype == np.uint8 and record.pixel.photometric in _YBR_FULL:
@@ -94,6 +109,8 @@ def _render(ctx: WebContext, request: Request, record: InstanceRecord, frame: in
         image = codecs.window_to_uint8(pixels, invert=record.pixel.photometric == "MONOCHROME1", **voi)
     except ValueError as exc:
         raise HttpError(400, str(exc)) from exc
+    if viewport is not None:
+        image = codecs.fit_within(image, *viewport)
     if media == PNG:
         return codecs.encode_png(image)
     quality = request.query_params.get("quality", "90")
@@ -120,10 +137,11 @@ async def rendered(
     frame = parse_frame_list(frame_list)[0] if frame_list else (record.pixel.frames + 1) // 2 if thumbnail else 1
     if frame > record.pixel.frames:
         raise HttpError(404, f"instance {sop} has frames 1..{record.pixel.frames}; asked {frame}")
-    level = _viewport_level(request, record, THUMBNAIL_VIEWPORT if thumbnail else None)
+    viewport = _viewport(request, THUMBNAIL_VIEWPORT if thumbnail else None)
+    level = _viewport_level(request, record, viewport)
     if level >= len(record.levels):
         raise HttpError(404, f"instance {sop} has levels 0..{len(record.levels) - 1}; asked {level}")
-    data = await ctx.run(_render, ctx, request, record, frame - 1, level, choice.media_type)
+    data = await ctx.run(_render, ctx, request, record, frame - 1, level, choice.media_type, viewport)
     return Response(data, media_type=choice.media_type, headers={"Cache-Control": "max-age=3600"})
 
 

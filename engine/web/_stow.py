@@ -15,14 +15,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from engine import dicom
 from engine.errors import EngineError
 from engine.web._context import WebContext, base_url, uid
 from engine.web._errors import HttpError, http_status
-from engine.web._media import DICOM, DICOM_JSON, MULTIPART, parse_media_type
+from engine.web._media import DICOM, DICOM_JSON, MULTIPART, choose, parse_accept, parse_media_type
 from engine.web._multipart import iter_parts
 
 LOGGER = logging.getLogger(__name__)
@@ -120,17 +120,31 @@ async def store(request: Request, ctx: WebContext, study: str | None) -> Respons
     """Store every part of the body; parts are ingested one by one while the body is still arriving."""
     if study is not None:
         study = uid(study, "Study Instance UID")
+    # Before the body is read: a client that takes only XML responses is told so before anything is stored.
+    choose(parse_accept(request.headers.get("accept")), [DICOM_JSON, "application/json"], what="STOW-RS responses")
     boundary = _check_content_type(request)
     outcomes: list[Outcome] = []
-    async for part in iter_parts(request.stream(), boundary):
-        declared = part.headers.get("content-type", DICOM).split(";")[0].strip().lower()
-        if declared != DICOM:
-            outcomes.append(Outcome("", "", "", "", 0xC000, f"a part of type {declared} is not application/dicom"))
-            continue
-        outcome = await ctx.run(_store, ctx, part.body, study)
-        if outcome.failure_reason:
-            LOGGER.warning("STOW-RS refused %s: %s", outcome.sop_instance_uid or "a part", outcome.message)
-        outcomes.append(outcome)
+    try:
+        async for part in iter_parts(request.stream(), boundary):
+            declared = part.headers.get("content-type", DICOM).split(";")[0].strip().lower()
+            if declared != DICOM:
+                outcomes.append(Outcome("", "", "", "", 0xC000, f"a part of type {declared} is not application/dicom"))
+                continue
+            outcome = await ctx.run(_store, ctx, part.body, study)
+            if outcome.failure_reason:
+                LOGGER.warning("STOW-RS refused %s: %s", outcome.sop_instance_uid or "a part", outcome.message)
+            outcomes.append(outcome)
+    except ClientDisconnect:
+        stored = sum(1 for o in outcomes if not o.failure_reason)
+        LOGGER.warning("STOW-RS client went away after %d parts (%d stored, and they stay)", len(outcomes), stored)
+        return Response(status_code=400)  # no one reads it; said so that the server logs no traceback
+    except HttpError as exc:
+        # Parts are stored as they arrive: a body that breaks off after some were stored is not "nothing
+        # stored" (PS3.18 10.5.3's 400); the rest is one failure, and the response says what was stored.
+        if not any(not o.failure_reason for o in outcomes):
+            raise
+        LOGGER.warning("STOW-RS body broke off after %d parts: %s", len(outcomes), exc)
+        outcomes.append(Outcome("", "", "", "", 0xC000, f"the rest of the body: {exc}"))
     if not outcomes:
         raise HttpError(400, "malformed multipart: the body has no parts")
     stored = sum(1 for o in outcomes if not o.failure_reason)

@@ -147,10 +147,14 @@ def test_rendered_png_applies_the_query_window(served: Served) -> None:
     expected = np.clip(np.rint((((hu - (center - 0.5)) / (width - 1)) + 0.5) * 255), 0, 255).astype(np.uint8)
     with served.http() as http:
         png = http.get(url.replace("/frames/1", "/rendered") + "?window=40,400,linear", headers={"Accept": "image/png"})
+        exact = http.get(url.replace("/frames/1", "/rendered") + "?window=40,400,linear-exact",
+                         headers={"Accept": "image/png"})  # PS3.18's spelling of LINEAR_EXACT
         jpeg = http.get(url + "/rendered", headers={"Accept": "image/jpeg"})
         thumb = http.get(url.replace("/frames/1", "/thumbnail"))
     assert png.headers["content-type"] == "image/png"
     np.testing.assert_array_equal(imagecodecs.png_decode(png.content), expected)
+    exact_expected = np.clip(np.rint(((hu - center) / width + 0.5) * 255), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(imagecodecs.png_decode(exact.content), exact_expected)
     assert jpeg.headers["content-type"] == "image/jpeg"
     assert imagecodecs.jpeg8_decode(jpeg.content).shape == original.pixel_array.shape
     assert max(imagecodecs.jpeg8_decode(thumb.content).shape) <= 128
@@ -158,7 +162,8 @@ def test_rendered_png_applies_the_query_window(served: Served) -> None:
 
 def test_packed_ybr_422_frames_render_as_rgb_and_are_native_only_whole(served: Served) -> None:
     """A YBR_FULL_422 image is kept packed: rendered, its frame is full-resolution RGB; as octet-stream
-    frames (whose native form is the packed 4:2:2 bytes) it is refused, to be had with the instance."""
+    frames (whose native form is the packed 4:2:2 bytes) it is refused, and its bulk data (the metadata's
+    BulkDataURI) is the packed value as received."""
     from pydicom.pixels import pixel_array
 
     path = served.corpus["SC_ybr_full_422_uncompressed.dcm"]
@@ -166,10 +171,29 @@ def test_packed_ybr_422_frames_render_as_rgb_and_are_native_only_whole(served: S
     with served.http() as http:
         png = http.get(url.replace("/frames/1", "/rendered"), headers={"Accept": "image/png"})
         native = http.get(url, headers={"Accept": "application/octet-stream"})
+        multipart = http.get(url)  # refused before the response starts, not broken off after it
+        bulk = http.get(url.replace("/frames/1", "/bulkdata/7FE00010"), headers={"Accept": "application/octet-stream"})
     assert png.status_code == 200, png.text
     rgb = pixel_array(pydicom.dcmread(path), as_rgb=True).astype(int)
     assert np.abs(imagecodecs.png_decode(png.content).astype(int) - rgb).max() <= 1
-    assert native.status_code == 406
+    assert native.status_code == 406 and multipart.status_code == 406
+    assert bulk.status_code == 200 and bulk.content == pydicom.dcmread(path).PixelData  # the packed value
+
+
+def test_rendered_fits_the_viewport(served: Served) -> None:
+    """PS3.18 8.3.5.1: the image is scaled to the viewport, aspect ratio kept, from the smallest level
+    that covers it; it is not scaled up."""
+    _sop, url = _frame_url(served, served.ct.files[0])  # 512 x 512
+    rendered = url.replace("/frames/1", "/rendered")
+    shapes = {}
+    with served.http() as http:
+        for viewport in ("300,300", "32,32", "300,100", "1000,1000"):
+            png = http.get(f"{rendered}?viewport={viewport}", headers={"Accept": "image/png"})
+            assert png.status_code == 200, png.text
+            shapes[viewport] = imagecodecs.png_decode(png.content).shape
+        bad = http.get(f"{rendered}?viewport=0,10", headers={"Accept": "image/png"})
+    assert shapes == {"300,300": (300, 300), "32,32": (32, 32), "300,100": (100, 100), "1000,1000": (512, 512)}
+    assert bad.status_code == 400
 
 
 def test_rendered_uses_the_instance_window_by_default(served: Served) -> None:
@@ -203,7 +227,7 @@ def test_rendered_level_and_viewport_pick_a_resolution(served: Served) -> None:
         level2 = http.get(rendered + "?level=2", headers={"Accept": "image/png"})
         viewport = http.get(rendered + "?viewport=200,200", headers={"Accept": "image/png"})
     assert imagecodecs.png_decode(level2.content).shape == (128, 128)
-    assert imagecodecs.png_decode(viewport.content).shape == (256, 256)  # the smallest level covering 200 px
+    assert imagecodecs.png_decode(viewport.content).shape == (200, 200)  # the level of 256 px, scaled to fit
 
 
 @pytest.mark.parametrize("multipart", [True, False])

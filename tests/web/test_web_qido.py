@@ -158,3 +158,24 @@ def test_every_key_qido_accepts_is_one_the_matcher_matches() -> None:
     from engine.web._qido import ELEMENTS
 
     assert set(ELEMENTS) - set(ATTRIBUTE_LEVELS) - NOT_MATCHED == set()
+
+
+def test_person_names_are_json_name_objects() -> None:
+    """PS3.18 F.2.2: each name of a PN value is an object of its groups; several names are several values."""
+    from engine.web._qido import _element
+
+    assert _element("PN", "Yamada^Tarou=山田^太郎=やまだ^たろう") == {"vr": "PN", "Value": [
+        {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}]}
+    assert _element("PN", "Wang^XiaoDong=王^小東") == {"vr": "PN", "Value": [
+        {"Alphabetic": "Wang^XiaoDong", "Ideographic": "王^小東"}]}
+    assert _element("PN", "Smith^J\\Doe^J") == {"vr": "PN", "Value": [{"Alphabetic": "Smith^J"}, {"Alphabetic": "Doe^J"}]}
+    assert _element("PN", "=山田^太郎") == {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}
+
+
+def test_control_parameters_are_named_in_lower_case(served: Served) -> None:
+    """LIMIT=2 was taken for a control parameter and then not applied: every study came back."""
+    with served.http() as http:
+        upper = http.get("/studies?LIMIT=2", headers={"Accept": "application/dicom+json"})
+        lower = http.get("/studies?limit=2", headers={"Accept": "application/dicom+json"})
+    assert upper.status_code == 400 and "'limit'" in upper.json()["error"]
+    assert lower.status_code == 200 and len(lower.json()) == 2

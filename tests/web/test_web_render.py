@@ -32,8 +32,8 @@ def test_without_a_window_the_full_range_is_shown(ct: np.ndarray) -> None:
 
 
 def test_bad_windows_are_refused(ct: np.ndarray) -> None:
-    with pytest.raises(ValueError, match="SIGMOID"):
-        codecs.window_to_uint8(ct, center=0, width=10, function="SIGMOID")
+    with pytest.raises(ValueError, match="GAMMA"):
+        codecs.window_to_uint8(ct, center=0, width=10, function="GAMMA")
     with pytest.raises(ValueError, match="below 1"):
         codecs.window_to_uint8(ct, center=0, width=0.5)
 
@@ -54,3 +54,10 @@ def test_ybr_full_frames_are_rendered_as_rgb() -> None:
     ybr = pixel_array(ds, as_rgb=False)
     rgb = codecs.ybr_full_to_rgb(ybr)
     assert np.abs(rgb.astype(int) - pixel_array(ds, as_rgb=True).astype(int)).max() <= 1
+
+
+def test_sigmoid_window(ct: np.ndarray) -> None:
+    """PS3.3 C.11.2.1.3.1: y = 255 / (1 + exp(-4 (x - c) / w)), computed here independently."""
+    image = codecs.window_to_uint8(ct, center=1000, width=400, function="SIGMOID")
+    expected = np.clip(np.rint(255.0 / (1.0 + np.exp(-4.0 * (ct - 1000.0) / 400))), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(image, expected)

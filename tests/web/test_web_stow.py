@@ -13,6 +13,7 @@ import pytest
 from requests.exceptions import HTTPError
 from web_helpers import Served, multipart_body, wait_until
 
+from engine.errors import NotFoundError
 from engine.testing.series import write_mr_series
 from engine.testing.transcodes import workers_held
 from engine.web import HTTP_STATUS_TABLE
@@ -103,6 +104,24 @@ def test_malformed_multipart_is_400(served: Served) -> None:
     assert "malformed multipart" in truncated.json()["error"]
 
 
+def test_a_body_broken_off_after_a_stored_part_is_202_saying_what_was_stored(served: Served) -> None:
+    """Parts are stored as they arrive: when the body then breaks off, the instance stored before is
+    reported as stored (202), not hidden behind a 400 that PS3.18 10.5.3 keeps for nothing stored."""
+    ds = pydicom.dcmread(served.corpus["SC_rgb.dcm"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    good = _bytes(ds)
+    boundary = "brokenoff"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + good
+            + f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + good[:500])
+    with served.http() as http:
+        response = http.post("/studies", content=body, headers={"Content-Type": CONTENT_TYPE.format(boundary)})
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert result[REFERENCED]["Value"][0]["00081155"]["Value"] == [str(ds.SOPInstanceUID)]
+    assert [item[REASON]["Value"][0] for item in result[FAILED]["Value"]] == [0xC000]
+    assert served.archive.record(str(ds.SOPInstanceUID)) is not None
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["application/dicom", "application/json", 'multipart/related; type="application/dicom+xml"; boundary=x', ""],
@@ -171,3 +190,15 @@ def test_stored_instances_are_found_before_they_are_transcoded(served: Served, t
     assert back.SOPInstanceUID == sop and back.pixel_array.shape == (datasets[1].Rows, datasets[1].Columns)
     served.archive.wait_for_ingests()
     assert not any(served.archive.index.get_instance(str(d.SOPInstanceUID)).pending for d in datasets)
+
+
+def test_a_client_taking_only_xml_responses_gets_406_before_anything_is_stored(served: Served) -> None:
+    ds = pydicom.dcmread(served.corpus["SC_rgb.dcm"])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    boundary = uuid.uuid4().hex
+    with served.http() as http:
+        response = http.post("/studies", content=multipart_body([_bytes(ds)], boundary), headers={
+            "Content-Type": CONTENT_TYPE.format(boundary), "Accept": "application/dicom+xml"})
+    assert response.status_code == 406
+    with pytest.raises(NotFoundError):  # nothing was stored
+        served.archive.record(str(ds.SOPInstanceUID))
