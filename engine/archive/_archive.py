@@ -310,7 +310,8 @@ class Archive:
         A pending record is committed after its instance is journalled, and the journal keeps it until
         the stored record replaces the pending one, so after a crash the replay finishes every one. What
         is left comes from a copy: a backup whose journal was copied before the instance arrived, and
-        whose index snapshot was taken after. The copy does not hold that instance; its record goes.
+        whose index snapshot was taken after. The copy does not hold that instance; its record goes. So
+        does the record of an instance whose journal record was damaged (the journal logged which).
         """
         committer = self._committer
         assert committer is not None
@@ -322,7 +323,8 @@ class Archive:
         dropped = committer.run(lambda: self.index.write(drop)).result()
         if dropped:
             LOGGER.warning("removed %d records of instances acknowledged but absent from the receive journal "
-                           "(an archive copied while it was storing): %s", len(dropped), ", ".join(dropped[:10]))
+                           "(a damaged journal record, or an archive copied while it was storing): %s",
+                           len(dropped), ", ".join(dropped[:10]))
 
     def _leave_for_sweep(self) -> None:
         self._needs_sweep = True

@@ -6,7 +6,8 @@ ingested again at open. Segments whose records are all indexed are deleted.
 
 Record layout (little endian): b"PEJ1", u32 header length, u64 data length, u32 crc32(data),
 header = JSON {"sop", "ts", "digest"}, then the data set bytes. A torn record at the tail (a crash
-during the append) was never acknowledged, so recovery stops there.
+during the append) was never acknowledged, so recovery stops there; damage before the tail costs only
+the records it hits (see Journal.records).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()  # one fdatasync at a time; waiters behind it share the next
-        existing = [int(name[len(prefix) : -len(".journal")]) for name in self.segments() if name.startswith(prefix)]
+        numbers = (name[len(prefix) : -len(".journal")] for name in self.segments() if name.startswith(prefix))
+        existing = [int(n) for n in numbers if n.isdigit()]  # a stray "local-old.journal" is not one of ours
         self._number = max(existing, default=0) + 1
         self._segment = self._name(self._number)
         self._fd = self._open_segment(self._segment)
@@ -196,22 +198,39 @@ class Journal:
         except FileNotFoundError:
             pass
 
-    def records(self, segment: str) -> Iterator[JournalRecord]:
-        """The complete records of a segment in order; stops at a torn tail."""
+    def records(self, segment: str, damage: list[str] | None = None) -> Iterator[JournalRecord]:
+        """The intact records of a segment in order.
+
+        A torn tail (a crash during the append, never synced, so never acknowledged) ends the segment: a
+        record cut short, or a last record that fails its checksum (after a power loss its bytes may be
+        zeros). Damage before the tail is skipped, not allowed to cost the records after it: a record that
+        fails its checksum or whose header does not read is passed over by its length, and after bytes
+        that are no record the next intact record is looked for. Each is described in `damage`.
+        """
         data = self._path(segment).read_bytes()
         pos = 0
         while pos + _HEAD.size <= len(data):
             magic, header_len, data_len, crc = _HEAD.unpack_from(data, pos)
             start = pos + _HEAD.size
             end = start + header_len + data_len
-            if magic != _MAGIC or end > len(data):
-                if magic != _MAGIC:
-                    LOGGER.error("journal segment %s: unreadable record at byte %d; later records skipped", segment, pos)
-                break
+            if magic != _MAGIC:
+                found = _next_record(data, pos + 1)
+                _note(damage, segment, f"bytes {pos}..{found if found >= 0 else len(data)} are no record")
+                if found < 0:
+                    return
+                pos = found
+                continue
+            if end > len(data):
+                return  # torn tail
             body = data[start + header_len : end]
-            if crc32(body) != crc:
-                raise CorruptDataError(f"journal segment {segment}: record at byte {pos} fails its checksum")
-            header = json.loads(data[start : start + header_len])
+            header = _header(data[start : start + header_len])
+            if crc32(body) != crc or header is None:
+                if end == len(data) and crc32(body) != crc:
+                    return  # torn tail
+                what = "fails its checksum" if header is not None else "has an unreadable header"
+                _note(damage, segment, f"record at byte {pos} ({(header or {}).get('sop', 'SOP unknown')}) {what}")
+                pos = end
+                continue
             yield JournalRecord(segment, header["sop"], header["ts"], header["digest"], body, start + header_len, end)
             pos = end
 
@@ -227,11 +246,48 @@ class Journal:
         if segment != self._segment:
             self._delete(segment)
 
+    def set_aside(self, segment: str) -> Path:
+        """Rename a damaged segment out of the journal (it is not replayed again) and keep it to inspect."""
+        target = self._path(segment).with_suffix(".damaged")
+        os.replace(self._path(segment), target)
+        return target
+
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
             if not self._outstanding.get(self._segment):
                 self._delete(self._segment)
+
+
+def _header(raw: bytes) -> dict[str, str] | None:
+    """A record's JSON header, or None when it is not one (damaged bytes)."""
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not all(isinstance(header.get(k), str) for k in ("sop", "ts", "digest")):
+        return None
+    return header
+
+
+def _next_record(data: bytes, start: int) -> int:
+    """Offset of the next record whose header and checksum hold, from `start`; -1 if there is none."""
+    pos = data.find(_MAGIC, start)
+    while pos >= 0:
+        if pos + _HEAD.size <= len(data):
+            _, header_len, data_len, crc = _HEAD.unpack_from(data, pos)
+            begin = pos + _HEAD.size
+            end = begin + header_len + data_len
+            if end <= len(data) and _header(data[begin : begin + header_len]) and crc32(data[begin + header_len : end]) == crc:
+                return pos
+        pos = data.find(_MAGIC, pos + 1)
+    return -1
+
+
+def _note(damage: list[str] | None, segment: str, what: str) -> None:
+    LOGGER.error("receive journal segment %s: %s; skipped", segment, what)
+    if damage is not None:
+        damage.append(what)
 
 
 def read_data(directory: Path, segment: str, offset: int, length: int) -> bytes:

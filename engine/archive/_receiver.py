@@ -121,7 +121,15 @@ class Receiver:
         count = 0
         for segment in segments:
             kept = 0
-            for record in self._journal.records(segment):
+            damage: list[str] = []
+            for record in self._journal.records(segment, damage):
+                known = self._ingestor.existing(record.sop_instance_uid)
+                if known is not None and not known.pending and known.digest != record.digest:
+                    # Only an instance the archive did not hold is journalled; replacements are stored
+                    # directly. A stored version with other content was accepted after this record, and
+                    # replaying it would put the older one back.
+                    LOGGER.info("journalled %s was replaced since; not replayed", record.sop_instance_uid)
+                    continue
                 try:
                     parsed = parse(record.data, record.transfer_syntax_uid)
                 except EngineError as exc:  # it parsed when it was received: keep it for a fixed version
@@ -139,7 +147,10 @@ class Receiver:
                     self._keep_recovered(record, parsed, exc)
                     continue
                 count += result.status != "duplicate"  # indexed before the crash: nothing to do
-            if not kept:
+            if damage and not kept:
+                LOGGER.error("receive journal segment %s was damaged (%s): every intact record is stored; the "
+                             "segment is kept as %s", segment, "; ".join(damage), self._journal.set_aside(segment))
+            elif not kept:
                 self._journal.drop_segment(segment)
         return count
 

@@ -11,7 +11,7 @@ import pytest
 
 from engine.archive import Archive
 from engine.archive._journal import Journal
-from engine.errors import CorruptDataError
+from engine.errors import NotFoundError
 from engine.testing.series import write_ct_series
 
 
@@ -89,20 +89,97 @@ def test_torn_tail_of_a_journal_is_ignored(tmp_path: Path, series: list[Path]) -
     reopened.close()
 
 
-def test_an_archive_that_failed_to_open_opens_once_mended(tmp_path: Path, series: list[Path]) -> None:
-    """A journal record that fails its checksum stops the open, with the reason; the failed open lets go
-    of the index, its writer thread and the lock, so the same process opens the archive once it is mended."""
-    root = tmp_path / "archive"
+def _sop(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _crashed_journal(root: Path, files: list[Path]) -> tuple[Path, list[int]]:
+    """An archive whose journal holds `files` acknowledged and never indexed, as a crash leaves it; returns
+    the segment and each record's offset."""
     Archive.open(root).close()
     journal = Journal(root / "journal", prefix="other-")
-    journal.sync(journal.append("1.2.3.4", "", "0" * 32, series[0].read_bytes()))
-    journal.close()  # the record is not released: the segment stays, as after a crash
+    offsets = []
+    for path in files:
+        ticket = journal.append(_sop(path), "", "0" * 32, path.read_bytes())
+        journal.sync(ticket)
+        offsets.append(ticket.data_offset)
+    journal.close()  # the records are not released: the segment stays, as after a crash
     [segment] = (root / "journal").glob("other-*.journal")
+    return segment, offsets
+
+
+@pytest.mark.parametrize("damage", ["checksum", "magic"])
+def test_a_damaged_journal_record_costs_only_itself(tmp_path: Path, series: list[Path], damage: str) -> None:
+    """The records after a damaged one are still stored, the archive opens, and the damaged segment is
+    kept aside to inspect; a stray file named like a segment is no reason to refuse to open either."""
+    root = tmp_path / "archive"
+    segment, offsets = _crashed_journal(root, series[:3])
     damaged = bytearray(segment.read_bytes())
-    damaged[-100] ^= 0xFF
+    if damage == "checksum":
+        damaged[offsets[1] + 1000] ^= 0xFF  # inside the second data set
+    else:
+        record = damaged.rfind(b"PEJ1", 0, offsets[1])
+        damaged[record : record + 4] = b"JUNK"  # the second record's magic: its length cannot be trusted
     segment.write_bytes(bytes(damaged))
-    with pytest.raises(CorruptDataError, match="fails its checksum"):
+    (root / "journal" / "local-old.journal").write_bytes(b"not a journal at all")
+    with Archive.open(root) as archive:
+        assert archive.stats().instances == 2
+        for path in (series[0], series[2]):
+            archive.record(_sop(path))
+        with pytest.raises(NotFoundError):
+            archive.record(_sop(series[1]))
+        assert archive.verify(deep=True) == []
+    assert segment.with_suffix(".damaged").exists() and not segment.exists()
+
+
+def test_a_last_record_that_fails_its_checksum_is_a_torn_tail(tmp_path: Path, series: list[Path]) -> None:
+    """After a power loss the unsynced tail may read as zeros: that record was never acknowledged."""
+    root = tmp_path / "archive"
+    segment, offsets = _crashed_journal(root, series[:2])
+    damaged = bytearray(segment.read_bytes())
+    damaged[offsets[1] :] = bytes(len(damaged) - offsets[1])
+    segment.write_bytes(bytes(damaged))
+    with Archive.open(root) as archive:
+        assert archive.stats().instances == 1
+    assert not list((root / "journal").glob("*.journal")) and not list((root / "journal").glob("*.damaged"))
+
+
+def test_a_replacement_is_not_undone_by_the_journal_record_of_what_it_replaced(tmp_path: Path, series: list[Path]) -> None:
+    """Replacements are stored directly, never journalled: replaying the first version's record after a
+    crash put the older instance back over an acknowledged replacement."""
+    import io
+
+    import pydicom
+
+    root = tmp_path / "a"
+    changed = pydicom.dcmread(series[0])
+    changed.PatientName = "Replaced^Version"
+    replacement = io.BytesIO()
+    changed.save_as(replacement, enforce_file_format=True)
+    with Archive.open(root, storage={"overwrite": True}) as archive:
+        archive.accept(series[0].read_bytes())
+        archive.wait_for_ingests()
+        [segment] = (root / "journal").glob("*.journal")  # released, kept until it rotates or closes
+        journalled = segment.read_bytes()
+        assert archive.accept(replacement.getvalue()).status == "replaced"
+    segment.write_bytes(journalled)  # what a crash instead of this close would have left
+    with Archive.open(root, storage={"overwrite": True}) as archive:
+        back = pydicom.dcmread(io.BytesIO(archive.read_instance(_sop(series[0]))))
+        assert back.PatientName == "Replaced^Version"
+        assert archive.verify(deep=True) == []
+
+
+def test_an_archive_that_failed_to_open_opens_once_mended(tmp_path: Path, series: list[Path]) -> None:
+    """A journal segment that cannot be read stops the open, with the reason; the failed open lets go of
+    the index, its writer thread and the lock, so the same process opens the archive once it is mended."""
+    root = tmp_path / "archive"
+    Archive.open(root).close()
+    unreadable = root / "journal" / "other-000000000001.journal"
+    unreadable.mkdir()  # a directory where a segment should be
+    with pytest.raises(IsADirectoryError):
         Archive.open(root)
-    segment.unlink()
+    unreadable.rmdir()
     with Archive.open(root) as archive:
         assert archive.stats().instances == 0
