@@ -64,7 +64,7 @@ class _Handlers:
         if request.method == "DELETE":
             return await _delete.delete(request, self.ctx, "instance", *_path(request, "study", "series", "sop"))
         record = await _wado.instance_record(self.ctx, *_path(request, "study", "series", "sop"))
-        return await _wado.retrieve_instances(request, self.ctx, [record.sop_instance_uid])
+        return await _wado.retrieve_instances(request, self.ctx, [record.sop_instance_uid], one=True)
 
     def search(self, level: str, *scope: str) -> Handler:
         async def handler(request: Request) -> Response:

@@ -74,15 +74,18 @@ def _part10(ctx: WebContext, sop: str, syntax: str) -> tuple[str, bytes]:
     return target, dicom.part10(dataset, target, record.sop_class_uid, sop)
 
 
-async def retrieve_instances(request: Request, ctx: WebContext, sops: Sequence[str]) -> Response:
-    """multipart/related; type="application/dicom", one Part-10 instance per part, built one at a time.
+async def retrieve_instances(request: Request, ctx: WebContext, sops: Sequence[str], *, one: bool = False) -> Response:
+    """multipart/related; type="application/dicom", one Part-10 instance per part, built one at a time;
+    for an instance resource (`one`) asked as bare application/dicom, that instance alone (PS3.18 10.4.4).
 
     The first instance is built before the response starts, so that a syntax the archive cannot
     produce is a 406 rather than a broken stream.
     """
-    choice = choose(parse_accept(request.headers.get("accept")), [DICOM], multipart_only=True, what="instances")
+    choice = choose(parse_accept(request.headers.get("accept")), [DICOM], multipart_only=not one, what="instances")
     syntax = _requested_syntax(choice.transfer_syntax)
     first = await ctx.run(_part10, ctx, sops[0], syntax)
+    if one and not choice.multipart:
+        return Response(first[1], media_type=f"{DICOM}; transfer-syntax={first[0]}")
     boundary = new_boundary()
     base = base_url(request)
 

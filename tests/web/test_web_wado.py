@@ -63,6 +63,20 @@ def test_retrieve_instance_in_original_syntax_is_byte_identical(served: Served) 
     assert original.to_json_dict() == received.to_json_dict()
 
 
+def test_an_instance_asked_as_bare_application_dicom_comes_alone(served: Served) -> None:
+    """PS3.18 10.4.4: a single-part media type is permitted for an instance resource; it answered multipart."""
+    path = served.ct.files[3]
+    study, series, sop = _ids(path)
+    with served.http() as http:
+        response = http.get(f"/studies/{study}/series/{series}/instances/{sop}",
+                            headers={"Accept": f"application/dicom; transfer-syntax={EXPLICIT_VR_LE}"})
+        everything = http.get(f"/studies/{study}/series/{series}/instances/{sop}", headers={"Accept": "*/*"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == f"application/dicom; transfer-syntax={EXPLICIT_VR_LE}"
+    assert pydicom.dcmread(io.BytesIO(response.content)).PixelData == pydicom.dcmread(path).PixelData
+    assert everything.headers["content-type"].startswith("multipart/related")  # the default stays multipart
+
+
 def test_retrieve_study_streams_every_instance(served: Served) -> None:
     url = f"/studies/{served.ct.study_uid}"
     with served.http() as http, http.stream("GET", url, headers={"Accept": DICOM_STORED}) as response:
