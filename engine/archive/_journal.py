@@ -213,15 +213,16 @@ class Journal:
             magic, header_len, data_len, crc = _HEAD.unpack_from(data, pos)
             start = pos + _HEAD.size
             end = start + header_len + data_len
-            if magic != _MAGIC:
+            if magic != _MAGIC or end > len(data):
                 found = _next_record(data, pos + 1)
-                _note(damage, segment, f"bytes {pos}..{found if found >= 0 else len(data)} are no record")
+                if found < 0 and (magic == _MAGIC or not data[pos:].strip(b"\x00")):
+                    return  # torn tail: cut short, or zeros where a power loss left unwritten bytes
+                what = "are no record" if magic != _MAGIC else "hold a record whose length overruns the next one"
+                _note(damage, segment, f"bytes {pos}..{found if found >= 0 else len(data)} {what}")
                 if found < 0:
                     return
                 pos = found
                 continue
-            if end > len(data):
-                return  # torn tail
             body = data[start + header_len : end]
             header = _header(data[start : start + header_len])
             if crc32(body) != crc or header is None:

@@ -110,7 +110,7 @@ def _crashed_journal(root: Path, files: list[Path]) -> tuple[Path, list[int]]:
     return segment, offsets
 
 
-@pytest.mark.parametrize("damage", ["checksum", "magic"])
+@pytest.mark.parametrize("damage", ["checksum", "magic", "length"])
 def test_a_damaged_journal_record_costs_only_itself(tmp_path: Path, series: list[Path], damage: str) -> None:
     """The records after a damaged one are still stored, the archive opens, and the damaged segment is
     kept aside to inspect; a stray file named like a segment is no reason to refuse to open either."""
@@ -119,9 +119,12 @@ def test_a_damaged_journal_record_costs_only_itself(tmp_path: Path, series: list
     damaged = bytearray(segment.read_bytes())
     if damage == "checksum":
         damaged[offsets[1] + 1000] ^= 0xFF  # inside the second data set
-    else:
+    elif damage == "magic":
         record = damaged.rfind(b"PEJ1", 0, offsets[1])
         damaged[record : record + 4] = b"JUNK"  # the second record's magic: its length cannot be trusted
+    else:
+        record = damaged.rfind(b"PEJ1", 0, offsets[1])
+        damaged[record + 8 : record + 16] = (1 << 40).to_bytes(8, "little")  # a data length past the end
     segment.write_bytes(bytes(damaged))
     (root / "journal" / "local-old.journal").write_bytes(b"not a journal at all")
     with Archive.open(root) as archive:
@@ -134,15 +137,20 @@ def test_a_damaged_journal_record_costs_only_itself(tmp_path: Path, series: list
     assert segment.with_suffix(".damaged").exists() and not segment.exists()
 
 
-def test_a_last_record_that_fails_its_checksum_is_a_torn_tail(tmp_path: Path, series: list[Path]) -> None:
-    """After a power loss the unsynced tail may read as zeros: that record was never acknowledged."""
+@pytest.mark.parametrize("tail", ["zeroed record", "zeros after the records"])
+def test_zeros_at_the_end_are_a_torn_tail(tmp_path: Path, series: list[Path], tail: str) -> None:
+    """After a power loss the unsynced tail may read as zeros: what is there was never acknowledged, and
+    it is no damage (no segment is set aside, nothing is logged as lost)."""
     root = tmp_path / "archive"
     segment, offsets = _crashed_journal(root, series[:2])
     damaged = bytearray(segment.read_bytes())
-    damaged[offsets[1] :] = bytes(len(damaged) - offsets[1])
+    if tail == "zeroed record":
+        damaged[offsets[1] :] = bytes(len(damaged) - offsets[1])
+    else:
+        damaged += bytes(4096)
     segment.write_bytes(bytes(damaged))
     with Archive.open(root) as archive:
-        assert archive.stats().instances == 1
+        assert archive.stats().instances == (1 if tail == "zeroed record" else 2)
     assert not list((root / "journal").glob("*.journal")) and not list((root / "journal").glob("*.damaged"))
 
 
