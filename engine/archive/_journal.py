@@ -202,10 +202,11 @@ class Journal:
         """The intact records of a segment in order.
 
         A torn tail (a crash during the append, never synced, so never acknowledged) ends the segment: a
-        record cut short, or a last record that fails its checksum (after a power loss its bytes may be
-        zeros). Damage before the tail is skipped, not allowed to cost the records after it: a record that
-        fails its checksum or whose header does not read is passed over by its length, and after bytes
-        that are no record the next intact record is looked for. Each is described in `damage`.
+        record cut short with no intact record after it, a last record that fails its checksum, or zeros
+        (after a power loss unwritten bytes may read so). Damage before the tail is skipped, not allowed to
+        cost the records after it: a record that fails its checksum or whose header does not read is passed
+        over by its length, and after bytes that are no record, or a length that overruns the segment, the
+        next intact record is looked for. Each is described in `damage`.
         """
         data = self._path(segment).read_bytes()
         pos = 0
