@@ -226,8 +226,9 @@ class Journal:
                 continue
             body = data[start + header_len : end]
             header = _header(data[start : start + header_len])
-            if crc32(body) != crc or header is None:
-                if end == len(data) and crc32(body) != crc:
+            intact = crc32(body) == crc
+            if not intact or header is None:
+                if end == len(data) and not intact:
                     return  # torn tail
                 what = "fails its checksum" if header is not None else "has an unreadable header"
                 _note(damage, segment, f"record at byte {pos} ({(header or {}).get('sop', 'SOP unknown')}) {what}")

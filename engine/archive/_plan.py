@@ -87,14 +87,6 @@ def plan_pixels(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan | None:
     return _plan_passthrough(codestreams, encapsulation, parsed.transfer_syntax_uid, desc, profile)
 
 
-def _within_bits(frame: np.ndarray, bits: int) -> bool:
-    """Whether every value of an integer frame is one that `bits` bits express (signed for a signed dtype)."""
-    if not frame.size:
-        return True
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if frame.dtype.kind == "i" else (0, (1 << bits) - 1)
-    return low <= int(frame.min()) and int(frame.max()) <= high
-
-
 def _storage_codec(frame: np.ndarray, desc: PixelDescription, profile: str) -> str:
     if frame.dtype not in _IMAGE_CODEC_DTYPES or desc.samples_per_pixel not in (1, 3) or desc.float_kind:
         return CODEC_ZSTD
@@ -114,7 +106,7 @@ def _plan_frames(
     codec = _storage_codec(frames[0], desc, profile)
     dtype = frames[0].dtype.newbyteorder("<").str
     bits = desc.bits_stored if desc.bits_stored < desc.bits_allocated else None
-    if bits is not None and codec != CODEC_ZSTD and not all(_within_bits(f, bits) for f in frames):
+    if bits is not None and codec != CODEC_ZSTD and not all(codecs.fits_bits(f, bits) for f in frames):
         # A codestream codes every bit it is given, and served in the stored syntax its header still says
         # Bits Stored: a decoder would read the bits above as pixel values (mlut_18.dcm, old overlays in
         # the high bits). Such frames keep their exact bits with zstd and are served decoded.

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from engine.codecs._checksum import crc32
-from engine.codecs._frames import decode_frame, encode_frame, encode_verified, frame_dtype, syntax_for_codec
+from engine.codecs._frames import (
+    decode_frame,
+    encode_frame,
+    encode_verified,
+    fits_bits,
+    frame_dtype,
+    syntax_for_codec,
+)
 from engine.codecs._levels import downsample, level_count, level_shape
 from engine.codecs._registry import is_available, storage_codecs
 from engine.codecs._render import WINDOW_FUNCTIONS, encode_jpeg, encode_png, fit_within, window_to_uint8, ybr_full_to_rgb
@@ -23,6 +30,7 @@ __all__ = [
     "crc32",
     "window_to_uint8",
     "ybr_full_to_rgb",
+    "fits_bits",
     "fit_within",
     "DECODABLE_SYNTAXES",
     "ENCODABLE_SYNTAXES",

@@ -51,6 +51,14 @@ def frame_dtype(desc: PixelDescription) -> np.dtype[np.generic]:
     return np.dtype(f"{kind}{desc.bits_allocated // 8}")
 
 
+def fits_bits(frame: npt.NDArray[np.generic], bits: int) -> bool:
+    """Whether every value of an integer frame is one `bits` bits express (as signed for a signed dtype)."""
+    if not frame.size:
+        return True
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if frame.dtype.kind == "i" else (0, (1 << bits) - 1)
+    return low <= int(frame.min()) and int(frame.max()) <= high
+
+
 def _check_frame(frame: npt.NDArray[np.generic], codec: str) -> npt.NDArray[np.generic]:
     if frame.ndim not in (2, 3) or 0 in frame.shape:
         raise ValueError(f"a frame is (rows, cols) or (rows, cols, samples), got shape {frame.shape}")

@@ -118,9 +118,9 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     start = 0
     if data[:12] == _JP2_SIGNATURE:  # DICOM wants the bare codestream, but decoders take the JP2 file too
         start = data.find(b"jp2c") + 4
-    if data[start : start + 4] == b"\xff\x4f\xff\x51" and len(data) >= start + 24:  # SOC, SIZ (15444-1 A.5.1)
-        xsiz, ysiz, x0, y0 = struct.unpack_from(">IIII", data, start + 8)
-        return ysiz - y0, xsiz - x0
+    if data[start : start + 4] == b"\xff\x4f\xff\x51" and len(data) >= start + 43:  # SOC, SIZ (15444-1 A.5.1)
+        rows, columns, *_ = _parse_siz(data, start + 2)
+        return rows, columns
     if data[:2] != b"\xff\xd8":
         return None
     pos = 2

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.codecs import _htj2k, _jpeg, _jpeg2k, _jpegls, _rle
-from engine.codecs._frames import frame_dtype
+from engine.codecs._frames import fits_bits, frame_dtype
 from engine.codecs._markers import declared_size
 from engine.errors import CodecUnavailableError, CorruptDataError, PixelDataError, UnsupportedTransferSyntaxError
 from engine.types import (
@@ -106,8 +106,7 @@ def _precision(frame: npt.NDArray[np.generic], desc: PixelDescription) -> int | 
     bits = desc.bits_stored
     if not 1 <= bits < frame.dtype.itemsize * 8 or not frame.size:
         return None
-    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if frame.dtype.kind == "i" else (0, (1 << bits) - 1)
-    return bits if low <= int(frame.min()) and int(frame.max()) <= high else None
+    return bits if fits_bits(frame, bits) else None
 
 
 def _check(frame: npt.NDArray[np.generic], transfer_syntax: str, desc: PixelDescription) -> npt.NDArray[np.generic]:

@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from engine import dicom
 from engine.archive import check_stored
 from engine.index import IndexReader
-from engine.types import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, InstanceRecord
+from engine.types import EXPLICIT_VR_LE, IMPLICIT_VR_LE, InstanceRecord
 from engine.web._context import WebContext, base_url, encode_json, json_response, make_etag, not_modified, uid
 from engine.web._errors import HttpError
 from engine.web._media import DICOM, DICOM_JSON, OCTET_STREAM, STORED, choose, parse_accept
@@ -217,13 +217,10 @@ def _bulk_value(prefix: bytes, suffix: bytes, syntax: str, path: str) -> bytes:
     return base64.b64decode(node["InlineBinary"])
 
 
-LITTLE_ENDIAN_NATIVE = frozenset({EXPLICIT_VR_LE, IMPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE})
-
-
 def _native_pixels(ctx: WebContext, record: InstanceRecord) -> bytes:
     assert record.pixel is not None
     if record.layout == "raw":  # 1-bit / 4:2:2 data: the value as received is its native form
-        if record.transfer_syntax_uid not in LITTLE_ENDIAN_NATIVE:
+        if not dicom.syntax_info(record.transfer_syntax_uid).little_endian:
             raise HttpError(406, f"{record.sop_instance_uid}: packed big endian pixel data is served with the instance")
         return ctx.archive.read_packed_pixels(record.sop_instance_uid)
     frames = [ctx.archive.read_frame(record.sop_instance_uid, i) for i in range(record.pixel.frames)]
