@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.codecs._backend import DECODE_ERRORS, require
+from engine.codecs._frames import fits_bits
 from engine.codecs._markers import strip_spiff
 from engine.errors import CorruptDataError, NotFoundError
 from engine.types import EncodedFrame
@@ -31,11 +32,9 @@ def _narrow(frame: npt.NDArray[np.generic], bits_stored: int | None) -> npt.NDAr
     """An 8-bit array holding a 16-bit frame exactly, if bits_stored says it might and the pixels agree."""
     if bits_stored is None or bits_stored > 8 or frame.dtype.itemsize != 2 or not frame.size:
         return None
-    narrow_type = np.int8 if frame.dtype.kind == "i" else np.uint8
-    info = np.iinfo(narrow_type)
-    if int(frame.min()) < info.min or int(frame.max()) > info.max:
+    if not fits_bits(frame, 8):
         return None
-    narrow = frame.astype(narrow_type)
+    narrow = frame.astype(np.int8 if frame.dtype.kind == "i" else np.uint8)
     return narrow.view(np.uint8)
 
 
