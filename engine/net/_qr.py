@@ -219,11 +219,13 @@ class QueryRetrieveService:
         receivers = {uid for uid, item in event.assoc.requestor.role_selection.items() if item.scp_role}
         if stored is None or not receivers:
             return
-        contexts = event.assoc.acceptor.supported_contexts
-        for cx in contexts:
-            if cx.abstract_syntax in receivers and stored in cx.transfer_syntax:
-                cx.transfer_syntax = [stored, *(s for s in cx.transfer_syntax if s != stored)]
-        event.assoc.acceptor.supported_contexts = contexts
+        for cx in event.assoc.acceptor.supported_contexts:
+            # In place: the property gives the context's own list of UIDs pynetdicom validated already.
+            # Assigning a new list validates each one again: 20-27 ms an association for the 120 storage
+            # contexts getscu offers to receive on.
+            syntaxes = cx.transfer_syntax
+            if cx.abstract_syntax in receivers and stored in syntaxes:
+                syntaxes[:] = [stored, *(s for s in syntaxes if s != stored)]
 
     # -- C-FIND -------------------------------------------------------------------------------------
     def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:

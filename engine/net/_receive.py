@@ -79,6 +79,7 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
         with SocketLease(assoc, assoc.network_timeout) as sock:
             limit = int(assoc.acceptor.maximum_length or 0)  # this side's Maximum Length Received
             messages = wire.MessageReader(sock, limit)
+            quickack = wire.quickack_applies(sock)
             max_pdu = int(assoc.dimse.maximum_pdu_size or 0)
             idle_since = time.monotonic()
             try:
@@ -87,7 +88,7 @@ def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: St
                         if _wanted_back(assoc, idle_since):
                             break
                         continue
-                    pdu = wire.read_pdu(sock, limit)
+                    pdu = wire.read_pdu(sock, limit, quickack)
                     if not _is_store_request(*pdu, storage_contexts):
                         _hand_over(assoc, *pdu)  # pynetdicom's DUL takes it from here, then the socket
                         break

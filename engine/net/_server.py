@@ -233,7 +233,7 @@ class DicomServer:
         if tally is None:  # never established: rejected or dropped during negotiation
             return
         LOGGER.info(
-            "association from %s at %s %s after %.1f s: %d stored, %d already present, %d replaced, "
+            "association from %s at %s %s after %.3f s: %d stored, %d already present, %d replaced, "
             "%d refused%s",
             tally.calling_ae,
             tally.address,

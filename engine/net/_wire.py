@@ -137,12 +137,16 @@ def frame_message(context_id: int, command: bytes, data: bytes | memoryview | No
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytearray:
+def quickack_applies(sock: socket.socket) -> bool:
+    """Whether TCP_QUICKACK exists here and `sock` is TCP (asked once per reader: `family` builds an enum)."""
+    return _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+def _read_exactly(sock: socket.socket, size: int, quickack: bool) -> bytearray:
     """`size` bytes, acknowledging at once what already arrived before each wait for more (see read_pdu)."""
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
-    quickack = _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
     while got < size:
         if quickack:
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
@@ -153,7 +157,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytearray:
     return buffer
 
 
-def read_pdu(sock: socket.socket, limit: int = 0) -> tuple[int, bytearray]:
+def read_pdu(sock: socket.socket, limit: int = 0, quickack: bool | None = None) -> tuple[int, bytearray]:
     """One PDU from the socket: (type, variable field).
 
     `limit` is the Maximum Length Received this side announced (0: none, MAX_PDU_BYTES applies): a peer
@@ -166,12 +170,15 @@ def read_pdu(sock: socket.socket, limit: int = 0) -> tuple[int, bytearray]:
     C-STORE-RSP as 11 bytes and then 158, and with the option set only before each PDU, 1 C-GET of the
     CT series in 25 took 6-9 s instead of 1 s, every response waiting for a 200 ms retransmission timer;
     storescu -> serve was 3 to 5 times slower before the option was set at all.
+    `quickack` is quickack_applies(sock), given by callers that read many PDUs.
     """
-    pdu_type, length = _PDU_HEADER.unpack(_read_exactly(sock, 6))
+    if quickack is None:
+        quickack = quickack_applies(sock)
+    pdu_type, length = _PDU_HEADER.unpack(_read_exactly(sock, 6, quickack))
     if length > (limit + PDU_SLACK if limit else MAX_PDU_BYTES):
         raise WireError(f"a {PDU_NAMES.get(pdu_type, hex(pdu_type))} PDU of {length} bytes is larger than the "
                         f"maximum length of {limit or MAX_PDU_BYTES} this side accepts")
-    return pdu_type, _read_exactly(sock, length)
+    return pdu_type, _read_exactly(sock, length, quickack)
 
 
 def store_response(request: Message, status: int, comment: str = "") -> bytes:
@@ -206,6 +213,7 @@ class MessageReader:
     def __init__(self, sock: socket.socket, limit: int = 0) -> None:
         self._sock = sock
         self._limit = limit  # this side's Maximum Length Received, see read_pdu
+        self._quickack = quickack_applies(sock)
 
     def next(self, first: tuple[int, bytearray] | None = None) -> Message:
         """The next whole message; PeerEnded for A-ABORT / A-RELEASE-RQ / EOF, WireError for anything else.
@@ -217,7 +225,7 @@ class MessageReader:
         context_id: int | None = None
         command_done = False
         while True:
-            pdu_type, body = first if first is not None else read_pdu(self._sock, self._limit)
+            pdu_type, body = first if first is not None else read_pdu(self._sock, self._limit, self._quickack)
             first = None
             if pdu_type in (A_ABORT, A_RELEASE_RQ):
                 raise PeerEnded(f"the peer sent {PDU_NAMES[pdu_type]}")

@@ -165,6 +165,7 @@ class LocalChunkStore:
 
     def __init__(self, root: Path | str, *, fd_cache_size: int = 256) -> None:
         self.root = Path(root).absolute()
+        self._root_text = str(self.root)  # for paths built with os.path.join (see get_ranges)
         self._fds = FdCache(fd_cache_size)
         self._make_dirs(self.root, sync=True)
         # The descriptor sync() passes to syncfs, opened before the first write it must cover: syncfs
@@ -310,7 +311,8 @@ class LocalChunkStore:
         for offset, length in ranges:
             if offset < 0 or length < 0:
                 raise ValueError(f"invalid range offset={offset} length={length} of {key}")
-        path = str(self.path(key))
+        # os.path, not pathlib: building a Path took 5% of the interpreter's time in a decoded C-GET
+        path = os.path.join(self._root_text, *_check_key(key))
         try:
             with self._fds.opened(path) as fd:
                 return [_pread(fd, offset, length) for offset, length in ranges]
