@@ -24,6 +24,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from engine.errors import EngineError
 from engine.net._contexts import VERIFICATION_SOP_CLASS
+from engine.net._event_logs import match_event_logging
 from engine.net._get_scu import get_responses
 from engine.net._identifier import (
     PATIENT_ROOT_FIND,
@@ -41,6 +42,7 @@ from engine.net._send import (
     outgoing_contexts,
     set_nodelay,
 )
+from engine.net._uid_checks import remember_uid_checks
 from engine.net._wire import WireError
 from engine.types import (
     EXPLICIT_VR_LE,
@@ -143,6 +145,8 @@ class TransferSummary:
 
 def _associate(peer: Peer, options: ScuOptions, contexts: Sequence[PresentationContext],
                ext_neg: Sequence[Any] = (), handlers: Sequence[Any] = ()) -> Association:
+    remember_uid_checks()
+    match_event_logging()
     ae = AE(ae_title=options.calling_ae)
     ae.acse_timeout = options.timeout
     ae.connection_timeout = options.timeout

@@ -23,9 +23,11 @@ from engine.errors import EngineError, InvalidDicomError
 from engine.net import _receive as receive
 from engine.net._access import STORE, ServiceAccess
 from engine.net._contexts import SharedContexts, storage_sop_classes, supported_contexts
+from engine.net._event_logs import match_event_logging
 from engine.net._qr import QueryRetrieveService, QueryRetrieveTarget
 from engine.net._status import SUCCESS, status_dataset, store_status
 from engine.net._tls import start_tls_server
+from engine.net._uid_checks import remember_uid_checks
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -94,6 +96,8 @@ class DicomServer:
         self._tallies: dict[int, _Tally] = {}
         self._lock = threading.Lock()
         self._storage_classes = frozenset(storage_sop_classes())
+        remember_uid_checks()  # every association request repeats the same UIDs
+        match_event_logging()
 
     @property
     def address(self) -> tuple[str, int]:
