@@ -15,6 +15,10 @@ class InvalidUIDError(InvalidDicomError):
     """A UID is missing, malformed, or unsafe to use as a key."""
 
 
+class IdentityMismatchError(InvalidDicomError):
+    """A data set is not the instance its request names: another SOP Class or SOP Instance UID."""
+
+
 class PixelDataError(InvalidDicomError):
     """Pixel attributes and pixel data disagree (wrong length, impossible size, corrupt frame)."""
 

@@ -218,8 +218,12 @@ class Archive:
         LOGGER.debug("%s %s from %s", result.status, result.sop_instance_uid, source or "?")
         return result
 
-    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None) -> IngestResult:
+    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None, *,
+               named: tuple[str, str] | None = None) -> IngestResult:
         """Take an instance from the network: return once it is validated and durable.
+
+        `named` is the (SOP Class UID, SOP Instance UID) the request names (a C-STORE's Affected ones):
+        a data set that is another instance raises IdentityMismatchError before anything is stored.
 
         Native pixel data is durable in the receive journal when this returns. Its pending record (query
         attributes and header, see InstanceRecord.pending) is committed moments later, and a worker pool
@@ -229,7 +233,7 @@ class Archive:
         """
         if self._receiver is None or self._closed:
             raise ClosedError("the archive is closed or open read-only")
-        return self._receiver.accept(data, transfer_syntax_uid)
+        return self._receiver.accept(data, transfer_syntax_uid, named)
 
     def wait_for_ingests(
         self, timeout: float | None = None, *, study: str | None = None, series: str | None = None,

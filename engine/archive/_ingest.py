@@ -249,7 +249,8 @@ def pending_conflict_error(sop: str) -> DuplicateInstanceError:
 
 def conflict_error(sop: str) -> DuplicateInstanceError:
     return DuplicateInstanceError(
-        f"SOP Instance {sop} is already stored with different content (overwrite is off in the configuration)"
+        # The reason first: a C-STORE's Error Comment keeps 64 characters, and a UID takes up to 64.
+        f"a different instance with this SOP Instance UID is stored (overwrite is off in the configuration): {sop}"
     )
 
 

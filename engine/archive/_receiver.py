@@ -46,7 +46,13 @@ from engine.archive._ingest import (
     result_for,
 )
 from engine.archive._journal import Journal, JournalRecord, Ticket, read_data
-from engine.errors import ClosedError, EngineError, NotStoredYetError, StorageFullError
+from engine.errors import (
+    ClosedError,
+    EngineError,
+    IdentityMismatchError,
+    NotStoredYetError,
+    StorageFullError,
+)
 from engine.index import PutOutcome
 
 LOGGER = logging.getLogger(__name__)
@@ -171,10 +177,13 @@ class Receiver:
             self._pending[sop] = pending
             self._schedule_retry(sop, pending, error)
 
-    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None) -> IngestResult:
+    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None,
+               named: tuple[str, str] | None = None) -> IngestResult:
         """Validate and durably journal one instance; see Archive.accept."""
         self._last_arrival = time.monotonic()
         parsed = parse(data, transfer_syntax_uid)
+        if named is not None:
+            _check_named(parsed, *named)
         if parsed.encapsulated:
             return self._ingestor.ingest(parsed)
         # Taken before any SOP lock: waiting for room while holding one could block the very worker
@@ -482,3 +491,19 @@ def _accepted(parsed: dicom.ParsedInstance, status: str) -> IngestResult:
         received_bytes=received_size(parsed),
         stored_bytes=0,  # known once transcoded
     )
+
+
+def _check_named(parsed: dicom.ParsedInstance, sop_class: str, sop_instance: str) -> None:
+    """Raise IdentityMismatchError unless the data set is the instance its request names.
+
+    PS3.4 B.2.3: 'Data Set does not match SOP Class' (A900), as DCMTK's storescp answers too. Stored as
+    the data set says, the SCU would be told one instance is stored while the archive holds another, and
+    a data set of a non-storage class (a worklist item, say) could come in under a storage class's name.
+    """
+    # The reason first: an Error Comment keeps 64 characters.
+    if parsed.sop_class_uid != sop_class:
+        raise IdentityMismatchError(f"SOP Class UID is not the request's: data set {parsed.sop_class_uid}, "
+                                    f"request {sop_class or '(none)'}")
+    if parsed.sop_instance_uid != sop_instance:
+        raise IdentityMismatchError(f"SOP Instance UID is not the request's: data set {parsed.sop_instance_uid}, "
+                                    f"request {sop_instance or '(none)'}")

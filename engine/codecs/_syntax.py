@@ -62,6 +62,8 @@ def decode_syntax_frame(data: bytes, transfer_syntax: str, desc: PixelDescriptio
             f"{transfer_syntax} codestream declares {declared[0]} x {declared[1]} pixels, the header "
             f"{desc.rows} x {desc.columns}: not decoded"
         )
+    if transfer_syntax in _JPEG or transfer_syntax in _J2K or transfer_syntax in _HTJ2K:
+        _check_whole(data, transfer_syntax)
     if transfer_syntax == RLE_LOSSLESS:
         raw = _rle.decode(data, desc.frame_shape, target)
     elif transfer_syntax in _JPEG:
@@ -75,6 +77,24 @@ def decode_syntax_frame(data: bytes, transfer_syntax: str, desc: PixelDescriptio
     else:
         raise UnsupportedTransferSyntaxError(f"no frame decoder for transfer syntax {transfer_syntax}")
     return conform(raw, desc, transfer_syntax)
+
+
+_SOI, _SOC, _END = b"\xff\xd8", b"\xff\x4f", b"\xff\xd9"  # JPEG's EOI and JPEG 2000's EOC are both FFD9
+
+
+def _check_whole(data: bytes, transfer_syntax: str) -> None:
+    """Raise CorruptDataError for a JPEG or JPEG 2000 codestream cut short: it must end with its end marker.
+
+    The decoders return what they could decode of a cut codestream, the rest of the image grey or
+    black, and say nothing (libjpeg-turbo, OpenJPEG) or only print their complaint (OpenJPH). A trailing
+    00 or FF pads a fragment to even length (pydicom's JPEG-lossy.dcm has FF). A JP2 file (boxes around
+    the codestream) is left to its decoder.
+    """
+    if data[:2] in (_SOI, _SOC) and not data.rstrip(b"\x00\xff").endswith(_END):
+        raise CorruptDataError(
+            f"{transfer_syntax} codestream is truncated: it does not end with the {'EOI' if data[1] == 0xD8 else 'EOC'} "
+            "marker (FFD9)"
+        )
 
 
 def conform(raw: npt.NDArray[np.generic], desc: PixelDescription, what: str) -> npt.NDArray[np.generic]:

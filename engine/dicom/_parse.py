@@ -102,7 +102,10 @@ def _read_file_meta(view: memoryview) -> tuple[dict[int, bytes], int]:
                 f"file meta element (0002,{element:04X}) at offset {pos} declares {length} bytes, "
                 f"{end - pos - header} remain"
             )
-        meta[(group << 16) | element] = bytes(view[pos + header : pos + header + length])
+        tag = (group << 16) | element
+        if tag in meta:  # which one would a reader take? (DCMTK takes the first, pydicom the second)
+            raise InvalidDicomError(f"file meta element (0002,{element:04X}) at offset {pos} is there twice")
+        meta[tag] = bytes(view[pos + header : pos + header + length])
         pos += header + length
     return meta, pos
 

@@ -249,6 +249,7 @@ def scan_dataset(buf: bytes | memoryview, implicit: bool, little: bool, wanted: 
     pos = 0
     elements: dict[int, tuple[str, int, int]] = {}
     pixel: PixelElement | None = None
+    previous = -1
     # The loop is inlined (rather than calling _header) because it runs for every element of every
     # instance received: this is the hot path of ingest.
     while pos < end:
@@ -276,6 +277,18 @@ def scan_dataset(buf: bytes | memoryview, implicit: bool, little: bool, wanted: 
         if group == 0xFFFE:
             raise InvalidDicomError(
                 f"item or delimiter tag ({group:04X},{element:04X}) at top level, offset {pos}"
+            )
+        if tag <= previous:
+            # A second SOP Instance UID, say, would make readers disagree on which instance this is.
+            raise InvalidDicomError(
+                f"element ({group:04X},{element:04X}) at offset {pos} comes after ({previous >> 16:04X},"
+                f"{previous & 0xFFFF:04X}): PS3.5 7.1 wants each element once, in ascending order"
+            )
+        previous = tag
+        if group == 0x0002:
+            raise InvalidDicomError(
+                f"file meta element ({group:04X},{element:04X}) at offset {pos} of the data set: PS3.10 7.1 "
+                "keeps group 0002 in the file meta information"
             )
         if tag in PIXEL_TAGS:
             if pixel is not None:

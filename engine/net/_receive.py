@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from engine.net import _wire as wire
 from engine.net._lease import LeaseError, SocketLease
@@ -31,8 +31,16 @@ LOGGER = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25  # how often a waiting receiver checks whether pynetdicom wants the association back
 
-# (SOP class, SOP instance, data set, transfer syntax) -> (status, error comment)
-Store = Callable[[str, str, bytes, str], tuple[int, str]]
+# (context's abstract syntax, request's SOP class, request's SOP instance, data set or None, transfer syntax)
+# -> (status, error comment)
+Store = Callable[[str, str, str, bytes | None, str], tuple[int, str]]
+
+
+class StorageContext(NamedTuple):
+    """An accepted storage presentation context: what it is for, and the syntax its data sets are in."""
+
+    abstract_syntax: str
+    transfer_syntax: str
 
 
 def claim(assoc: Association) -> None:
@@ -59,8 +67,8 @@ def unclaim(assoc: Association) -> None:
 
 def start(assoc: Association, storage_classes: frozenset[str], store: Store) -> threading.Thread | None:
     """Start serve_stores for an established association (None when it accepted no storage context)."""
-    contexts = {cast(int, cx.context_id): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
-                if cx.as_scp and str(cx.abstract_syntax) in storage_classes}  # fmt: skip
+    contexts = {cast(int, cx.context_id): StorageContext(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                for cx in assoc.accepted_contexts if cx.as_scp and str(cx.abstract_syntax) in storage_classes}
     if not contexts:
         unclaim(assoc)
         return None
@@ -69,10 +77,10 @@ def start(assoc: Association, storage_classes: frozenset[str], store: Store) -> 
     return thread
 
 
-def serve_stores(assoc: Association, storage_contexts: dict[int, str], store: Store) -> None:
+def serve_stores(assoc: Association, storage_contexts: dict[int, StorageContext], store: Store) -> None:
     """Run in a thread of its own: receive C-STOREs on `assoc` until the peer asks for anything else.
 
-    `storage_contexts` maps the accepted storage presentation context IDs to their transfer syntaxes.
+    `storage_contexts` maps the accepted storage presentation context IDs to what they are.
     """
     received = 0
     try:
@@ -118,7 +126,7 @@ def _readable(sock: socket.socket) -> bool:
     return bool(ready)
 
 
-def _is_store_request(pdu_type: int, body: bytearray, storage_contexts: dict[int, str]) -> bool:
+def _is_store_request(pdu_type: int, body: bytearray, storage_contexts: dict[int, StorageContext]) -> bool:
     """Whether a PDU is a P-DATA-TF whose first PDV is a whole C-STORE-RQ command set on a storage context.
 
     A command set split over several PDVs (rare: command sets are small) goes to pynetdicom.
@@ -148,12 +156,10 @@ def _hand_over(assoc: Association, pdu_type: int, body: bytearray) -> None:
     dul._recv_pdu.put(decoded)
 
 
-def _answer(sock: socket.socket, message: wire.Message, syntax: str, store: Store, max_pdu: int) -> None:
-    if message.data is None:
-        status, comment = 0xA900, "the C-STORE request carries no data set"  # Data Set does not match SOP Class
-    else:
-        status, comment = store(wire.text(message.command, wire.AFFECTED_SOP_CLASS),
-                                wire.text(message.command, wire.AFFECTED_SOP_INSTANCE), message.data, syntax)
+def _answer(sock: socket.socket, message: wire.Message, context: StorageContext, store: Store, max_pdu: int) -> None:
+    command = message.command
+    status, comment = store(context.abstract_syntax, wire.text(command, wire.AFFECTED_SOP_CLASS),
+                            wire.text(command, wire.AFFECTED_SOP_INSTANCE), message.data, context.transfer_syntax)
     sock.sendall(wire.frame_message(message.context_id, wire.store_response(message, status, comment), None, max_pdu))
 
 

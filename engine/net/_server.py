@@ -19,7 +19,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from engine.audit import AuditLog
 from engine.codecs import syntax_for_codec
 from engine.config import DicomSettings
-from engine.errors import EngineError, InvalidDicomError
+from engine.errors import EngineError, IdentityMismatchError, InvalidDicomError
 from engine.net import _receive as receive
 from engine.net._access import STORE, ServiceAccess
 from engine.net._contexts import SharedContexts, storage_sop_classes, supported_contexts
@@ -40,7 +40,8 @@ LOGGER = logging.getLogger(__name__)
 class StoreTarget(Protocol):
     """What the listener needs from the archive."""
 
-    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None) -> IngestResult: ...
+    def accept(self, data: bytes | memoryview, transfer_syntax_uid: str | None = None, *,
+               named: tuple[str, str] | None = None) -> IngestResult: ...
 
 
 @dataclass(slots=True)
@@ -129,6 +130,7 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_CONN_CLOSE, self._on_conn_close),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, self._on_echo),
         ]
         if query_retrieve:
             qr = QueryRetrieveService(
@@ -261,24 +263,33 @@ class DicomServer:
             if tally is not None:
                 tally.services[what] += n
 
+    def _on_echo(self, event: Event) -> int:
+        """EVT_C_ECHO: success, counted for the association's log line as every other service is."""
+        self._count_service(event, "C-ECHO", 1)
+        return SUCCESS
+
     def _on_store(self, event: Event) -> Any:
         """EVT_C_STORE: a C-STORE pynetdicom read (the association did something else first; see _receive)."""
         request = cast(C_STORE, event.request)
         data = None if request.DataSet is None else request.DataSet.getvalue()
-        return self._store(event.assoc, str(request.AffectedSOPInstanceUID or ""), data,
-                           str(event.context.transfer_syntax))
+        return self._store(event.assoc, str(event.context.abstract_syntax), str(request.AffectedSOPClassUID or ""),
+                           str(request.AffectedSOPInstanceUID or ""), data, str(event.context.transfer_syntax))
 
-    def _direct_store(self, assoc: Association, sop_class: str, sop_uid: str, data: bytes, syntax: str
-                      ) -> tuple[int, str]:
+    def _direct_store(self, assoc: Association, context_class: str, sop_class: str, sop_uid: str,
+                      data: bytes | None, syntax: str) -> tuple[int, str]:
         """A C-STORE engine.net._receive read off the socket: (status, error comment) for its response."""
-        del sop_class  # the archive reads the class from the data set, as for pynetdicom's C-STOREs
-        answer = self._store(assoc, sop_uid, data, syntax)
+        answer = self._store(assoc, context_class, sop_class, sop_uid, data, syntax)
         if isinstance(answer, int):
             return answer, ""
         return int(answer.Status), str(answer.get("ErrorComment", "") or "")
 
-    def _store(self, assoc: Association, request_sop_uid: str, data: bytes | None, syntax: str) -> Any:
-        """Store one received data set; the status (an int, or a Dataset with Status and ErrorComment)."""
+    def _store(self, assoc: Association, context_class: str, request_sop_class: str, request_sop_uid: str,
+               data: bytes | None, syntax: str) -> Any:
+        """Store one received data set; the status (an int, or a Dataset with Status and ErrorComment).
+
+        `context_class` is the abstract syntax of the presentation context it came on; the request's
+        SOP Class and Instance UIDs (its Affected ones) must be the data set's, and the class the context's.
+        """
         sop_uid = _printable(request_sop_uid)
         calling_ae, address = _peer_of(assoc)
         with self._lock:
@@ -290,9 +301,12 @@ class DicomServer:
         try:
             if data is None:
                 raise InvalidDicomError("the C-STORE request carries no data set")
+            if request_sop_class != context_class:
+                raise IdentityMismatchError(f"SOP Class UID is not the context's: request "
+                                            f"{request_sop_class or '(none)'}, context {context_class}")
             # The encoded data set exactly as the peer sent it: never decoded and re-encoded here.
             # Returns once the instance is durable (journalled or stored): then success may be sent.
-            result = self._archive.accept(data, syntax)
+            result = self._archive.accept(data, syntax, named=(request_sop_class, request_sop_uid))
         except Exception as exc:  # the edge answers every failure with a status, bugs included
             status = store_status(exc)
             reason = str(exc) if isinstance(exc, EngineError) else f"internal error: {type(exc).__name__}"
@@ -316,11 +330,6 @@ class DicomServer:
         self._access.audit.record("C-STORE", who=calling_ae, where=address, outcome="success", status=SUCCESS,
                                   studies=[result.study_instance_uid], sop=result.sop_instance_uid,
                                   result=result.status)
-        if result.sop_instance_uid != sop_uid:
-            LOGGER.warning(
-                "C-STORE from %s at %s: request names SOP instance %s, data set holds %s (stored as the latter)",
-                calling_ae, address, sop_uid, result.sop_instance_uid,
-            )
         return SUCCESS
 
 

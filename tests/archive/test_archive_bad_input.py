@@ -15,6 +15,7 @@ from pydicom.encaps import encapsulate
 
 from engine.archive import Archive
 from engine.errors import (
+    CorruptDataError,
     DuplicateInstanceError,
     EngineError,
     InvalidDicomError,
@@ -89,6 +90,44 @@ def _codestream_bigger_than_its_header() -> bytes:
     return _save(ds)
 
 
+def _ui(group: int, element: int, uid: str) -> bytes:
+    """One explicit VR little endian UI element."""
+    value = uid.encode() + b"\0" * (len(uid) % 2)
+    return group.to_bytes(2, "little") + element.to_bytes(2, "little") + b"UI" + len(value).to_bytes(2, "little") + value
+
+
+def _second_sop_instance_uid() -> bytes:
+    """(0008,0018) twice, with two UIDs: readers would disagree on which instance this is."""
+    data = _save(_ct())
+    first = data.index(b"\x08\x00\x18\x00UI")
+    end = first + 8 + int.from_bytes(data[first + 6 : first + 8], "little")
+    return data[:end] + _ui(0x0008, 0x0018, "1.2.826.0.1.3680043.8.498.42") + data[end:]
+
+
+def _file_meta_in_the_data_set() -> bytes:
+    """A second Transfer Syntax UID (0002,0010) at the start of the data set, after the file meta information
+    and outside its group length (tests/dicom checks the same in a data set received without file meta)."""
+    data = _save(_ct())
+    start = 132 + 12 + int.from_bytes(data[140:144], "little")  # after (0002,0000) and the group it counts
+    return data[:start] + _ui(0x0002, 0x0010, "1.2.840.10008.1.2.2") + data[start:]
+
+
+def _cut_htj2k_frame() -> bytes:
+    """CT_small as HTJ2K lossless, its codestream cut in half: OpenJPH decodes the half and only prints."""
+    ds = _ct()
+    ds.PixelData = encapsulate([bytes(imagecodecs.htj2k_encode(ds.pixel_array, reversible=True))[:2000]])
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"
+    return _save(ds)
+
+
+def _cut_jpeg_lossless_frame() -> bytes:
+    """pydicom-data's JPEG-LL.dcm (JPEG lossless SV1) cut to 60%: libjpeg-turbo fills the rest silently."""
+    ds = pydicom.dcmread((pydicom_data_dir() or pydicom_test_files_dir()) / "JPEG-LL.dcm")
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: len(frame) * 6 // 10]])
+    return _save(ds)
+
+
 def _truncated() -> bytes:
     data = (pydicom_data_dir() or pydicom_test_files_dir()).joinpath("693_UNCR.dcm").read_bytes()
     return data[: len(data) // 2]
@@ -108,6 +147,12 @@ CASES: dict[str, tuple[Callable[[], bytes], type[EngineError], str]] = {
     "codestream declaring more pixels than its header": (_codestream_bigger_than_its_header, EngineError,
                                                           "declares 2048 x 2048"),
     "not DICOM at all": (lambda: b"hello, this is not a DICOM file" * 10, InvalidDicomError, "DICM"),
+    "HTJ2K frame cut in half": (_cut_htj2k_frame, CorruptDataError, "does not end with the EOC marker"),
+    "JPEG lossless frame cut short": (_cut_jpeg_lossless_frame, CorruptDataError, "does not end with the EOI marker"),
+    "a second SOP Instance UID": (_second_sop_instance_uid, InvalidDicomError,
+                                  "element (0008,0018) at offset"),
+    "file meta element in the data set": (_file_meta_in_the_data_set, InvalidDicomError,
+                                          "file meta element (0002,0010) at offset 336 is there twice"),
 }
 
 
@@ -146,7 +191,7 @@ def test_same_uid_different_content_is_refused_unless_overwrite(tmp_path: Path) 
     with Archive.open(tmp_path / "a") as archive:
         archive.ingest(_save(first))
         assert archive.ingest(_save(first)).status == "duplicate"
-        with pytest.raises(DuplicateInstanceError, match="different content"):
+        with pytest.raises(DuplicateInstanceError, match="^a different instance with this SOP Instance UID is stored"):
             archive.ingest(_save(second))
         assert archive.verify(deep=True) == []
     with Archive.open(tmp_path / "a", storage={"overwrite": True}) as archive:

@@ -188,3 +188,34 @@ def test_invalid_vr_is_refused_with_its_offset() -> None:
     data[at + 4 : at + 6] = b"zz"
     with pytest.raises(InvalidDicomError, match=rf"\(0008,0008\) at offset {at} has an invalid VR b'zz'"):
         parse_dataset(bytes(data), "1.2.840.10008.1.2.1")
+
+
+def _ui(group: int, element: int, uid: str) -> bytes:
+    value = uid.encode() + b"\0" * (len(uid) % 2)
+    return struct.pack("<HH2sH", group, element, b"UI", len(value)) + value
+
+
+@pytest.mark.parametrize("where", ["right after", "at the end"])
+def test_an_element_there_twice_is_refused(where: str) -> None:
+    """A second SOP Instance UID: DCMTK reads the first, pydicom the last, so the two disagree on identity."""
+    data = dataset_bytes("CT_small.dcm")
+    at = data.find(b"\x08\x00\x18\x00UI")
+    after = at + 8 + struct.unpack_from("<H", data, at + 6)[0] if where == "right after" else len(data)
+    second = _ui(0x0008, 0x0018, "1.2.826.0.1.3680043.8.498.42")
+    with pytest.raises(InvalidDicomError, match=rf"element \(0008,0018\) at offset {after} comes after"):
+        parse_dataset(data[:after] + second + data[after:], "1.2.840.10008.1.2.1")
+
+
+def test_elements_out_of_order_are_refused() -> None:
+    data = dataset_bytes("CT_small.dcm")
+    at = data.find(b"\x08\x00\x18\x00UI")
+    end = at + 8 + struct.unpack_from("<H", data, at + 6)[0]
+    moved = data[:at] + data[end:] + data[at:end]  # the SOP Instance UID after the pixel data
+    with pytest.raises(InvalidDicomError, match=r"PS3.5 7.1 wants each element once, in ascending order"):
+        parse_dataset(moved, "1.2.840.10008.1.2.1")
+
+
+def test_file_meta_elements_in_a_received_data_set_are_refused() -> None:
+    data = _ui(0x0002, 0x0010, "1.2.840.10008.1.2.2") + dataset_bytes("CT_small.dcm")
+    with pytest.raises(InvalidDicomError, match=r"file meta element \(0002,0010\) at offset 0 of the data set"):
+        parse_dataset(data, "1.2.840.10008.1.2.1")
