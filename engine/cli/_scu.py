@@ -262,21 +262,38 @@ def _bar_updater(bar: tqdm[None]) -> Callable[[TransferSummary], None]:
     return update
 
 
+def _parents(level: str, model: str) -> list[str]:
+    """The unique keys of the levels above `level` that a retrieve names (PS3.4 C.4.2.2.1): Study Root has
+    no patient level, so a series is named by its study, an instance by its study and series."""
+    hierarchy = ["StudyInstanceUID", "SeriesInstanceUID"] if model == "STUDY" else \
+        ["PatientID", "StudyInstanceUID", "SeriesInstanceUID"]
+    return hierarchy[: LEVELS.index(level) - (1 if model == "STUDY" else 0)]
+
+
 def _retrievals(args: argparse.Namespace, keys: dict[str, str]) -> list[dict[str, str]]:
-    """Retrieve identifiers for the keys: as given when they name the level's unique key, else the matches of
-    a C-FIND, grouped by parent (a retrieve may only name unique keys, one parent at a time)."""
+    """Retrieve identifiers for the keys: as given when they are one UID per level above and the level's
+    UIDs, else the matches of a C-FIND, grouped by parent (a retrieve names only unique keys, one parent
+    at a time). Raises CliError when a UID key holds a wild card or nothing matches."""
     from engine.net import scu_find
 
     unique = UNIQUE[args.level]
-    if keys.get(unique, "").strip():
-        return [keys]
-    parents = [k for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID") if k != unique][
-        : list(UNIQUE).index(args.level) - (1 if args.model == "STUDY" else 0)]
-    wanted = {**keys, unique: "", **{k: keys.get(k, "") for k in parents}}
+    parents = _parents(args.level, args.model)
+    for key in (*parents, unique):
+        if key != "PatientID" and any(c in keys.get(key, "") for c in "*?"):
+            raise CliError(f"-k {key}={keys[key]}: UIDs match as given or as a list (PS3.4 C.2.2.2.2), "
+                           "never with wild cards")
+    given = {k: v.strip() for k, v in keys.items() if v.strip()}
+    exact = not any(c in value for value in given.values() for c in "*?")
+    if set(given) == {*parents, unique} and exact and not any("\\" in given[k] for k in parents):
+        return [{k: given[k] for k in (*parents, unique)}]
+    wanted = {**keys, unique: keys.get(unique, ""), **{k: keys.get(k, "") for k in parents}}
     groups: dict[tuple[str, ...], list[str]] = {}
     for match in scu_find(args.peer, args.level, wanted, model=args.model, options=_options(args)):
         if match.get(unique):
             groups.setdefault(tuple(match.get(k, "") for k in parents), []).append(match[unique])
+    if not groups:
+        raise CliError(f"nothing on {args.peer} matches {' '.join(f'{k}={v}' for k, v in keys.items())} "
+                       f"at {args.level} level")
     return [{**dict(zip(parents, parent, strict=True)), unique: "\\".join(uids)} for parent, uids in groups.items()]
 
 
@@ -301,11 +318,12 @@ def _add(total: TransferSummary, part: TransferSummary) -> None:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    from engine.net import TransferSummary, scu_get
+    from engine.net import ScuError, TransferSummary, scu_get
 
     refused: list[str] = []
     started = time.monotonic()
     total = TransferSummary()
+    broken: ScuError | None = None
     with open_archive(args, readonly=False) as archive:
         def receive(data: bytes, syntax: str) -> None:
             try:
@@ -317,26 +335,47 @@ def run_get(args: argparse.Namespace) -> int:
         for keys in _retrievals(args, _keys(args.key)):
             classes = _sop_classes(args, keys)
             with tqdm(total=None, unit="inst", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
-                summary = scu_get(args.peer, args.level, keys, receive, model=args.model, sop_classes=classes,
-                                  options=_options(args), progress=_bar_updater(bar))
-            _add(total, summary)
-        archive.wait_for_ingests()
-    summary = total
-    _report("got", args.peer, summary, time.monotonic() - started)
+                try:
+                    part = scu_get(args.peer, args.level, keys, receive, model=args.model, sop_classes=classes,
+                                   options=_options(args), progress=_bar_updater(bar))
+                except ScuError as exc:
+                    part, broken = exc.summary or TransferSummary(), exc
+            _add(total, part)
+            if broken is not None:
+                break
+        archive.wait_for_ingests()  # what arrived before a break stays: it was acknowledged
+    _report("got", args.peer, total, time.monotonic() - started)
     for reason in refused:
         sys.stderr.write(f"refused: {reason}\n")
-    return EXIT_OK if summary.failed == 0 and not refused else EXIT_FAILURE
+    return _outcome(args.peer, total, broken, refused)
 
 
 def run_move(args: argparse.Namespace) -> int:
-    from engine.net import TransferSummary, scu_move
+    from engine.net import ScuError, TransferSummary, scu_move
 
     started = time.monotonic()
-    summary = TransferSummary()
+    total = TransferSummary()
+    broken: ScuError | None = None
     for keys in _retrievals(args, _keys(args.key)):
         with tqdm(total=None, unit="inst", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
-            part = scu_move(args.peer, args.level, keys, args.dest, model=args.model, options=_options(args),
-                            progress=_bar_updater(bar))
-        _add(summary, part)
-    _report(f"moved to {args.dest}", args.peer, summary, time.monotonic() - started)
-    return EXIT_OK if summary.failed == 0 else EXIT_FAILURE
+            try:
+                part = scu_move(args.peer, args.level, keys, args.dest, model=args.model, options=_options(args),
+                                progress=_bar_updater(bar))
+            except ScuError as exc:
+                part, broken = exc.summary or TransferSummary(), exc
+        _add(total, part)
+        if broken is not None:
+            break
+    _report(f"moved to {args.dest}", args.peer, total, time.monotonic() - started)
+    return _outcome(args.peer, total, broken, [])
+
+
+def _outcome(peer: Peer, total: TransferSummary, broken: EngineError | None, refused: list[str]) -> int:
+    """The exit code of a get or move, after its summary: a failure also when the peer sent nothing."""
+    if broken is not None:
+        sys.stderr.write(f"error: {broken}\n")
+        return EXIT_FAILURE
+    if total.completed + total.warning + total.failed == 0:
+        sys.stderr.write(f"error: {peer} retrieved no instances: it holds none that match\n")
+        return EXIT_FAILURE
+    return EXIT_OK if total.failed == 0 and not refused else EXIT_FAILURE

@@ -28,6 +28,7 @@ LOGGER = logging.getLogger(__name__)
 
 NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.25 Refused: Not authorized
 PENDING = (0xFF00, 0xFF01)
+MOVE_DESTINATION_UNKNOWN = 0xA801  # PS3.4 Table C.4-2 Refused: Move Destination unknown
 STORE, FIND, RETRIEVE = "store", "find", "retrieve"
 MOVE_CLASSES = frozenset({STUDY_ROOT_MOVE, PATIENT_ROOT_MOVE})
 
@@ -162,9 +163,17 @@ class ServiceAccess:
         tally = self._tally(event)
         before = Counter(tally) if tally is not None else Counter()
         final: int | None = None
+        connecting = False  # pynetdicom is connecting to a C-MOVE's destination
         try:
-            for item in responses:
-                if isinstance(item, tuple) and len(item) == 2:
+            for number, item in enumerate(responses):
+                if what == "C-MOVE" and number == 0:
+                    if item == (None, None):  # not in [remote_aes]: pynetdicom answers A801
+                        final = MOVE_DESTINATION_UNKNOWN
+                elif what == "C-MOVE" and number == 1:
+                    # With the number of sub-operations pynetdicom connects to the destination (none: it
+                    # answers success without connecting).
+                    connecting = isinstance(item, int) and item >= 1
+                elif isinstance(item, tuple) and len(item) == 2:
                     code = _code(item[0])
                     if code is not None and code not in PENDING:
                         final = code
@@ -173,6 +182,12 @@ class ServiceAccess:
                     if isinstance(study, str):
                         found.add(study)
                 yield item
+                connecting = False  # asked for the next item: the destination association is made
+        except GeneratorExit:
+            if connecting:  # pynetdicom could not reach the destination, answered A801 and closed us
+                final = MOVE_DESTINATION_UNKNOWN
+                details = {**details, "reason": "the destination could not be reached"}
+            raise
         finally:
             after = Counter(tally) if tally is not None else Counter()
             counts = {k: after[f"{what} {k}"] - before[f"{what} {k}"] for k in ("success", "warning", "failure")}

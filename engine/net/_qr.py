@@ -151,6 +151,11 @@ class _Outgoing:
     job: _Retrieve
     index: int
 
+    @property
+    def record(self) -> InstanceRecord:
+        """The instance's index record (the audit reads its study from it)."""
+        return self.job.records[self.index]
+
 
 _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080016, 0x00080018
 

@@ -96,7 +96,14 @@ COMMON_STORAGE_CLASSES = (
 
 
 class ScuError(EngineError):
-    """The peer could not be reached, refused the association, or answered a request with a failure."""
+    """The peer could not be reached, refused the association, or answered a request with a failure.
+
+    `summary` is what a get or move that ended so had done by then (None before any response).
+    """
+
+    def __init__(self, message: str, summary: TransferSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +218,8 @@ def scu_send(peer: Peer, items: Sequence[Outgoing], options: ScuOptions = ScuOpt
     for batch in _context_batches(items):
         contexts = outgoing_contexts((i.sop_class, i.syntaxes) for i in batch)
         assoc = _associate(peer, options, contexts)
-        pipeline = StorePipeline(assoc, [_plan(assoc, item) for item in batch], _reader(batch), first_message_id=1)
+        plan = [_plan(assoc, item) for item in batch]
+        pipeline = StorePipeline(assoc, plan, _reader(plan, batch), first_message_id=1)
         try:
             pipeline.start()
             for number, item in enumerate(batch, start=1):
@@ -252,9 +260,11 @@ def _plan(assoc: Association, item: Outgoing) -> SubOperation:
     return SubOperation(item.sop_class, item.sop_instance, context.context_id, str(context.transfer_syntax[0]))
 
 
-def _reader(batch: Sequence[Outgoing]) -> Callable[[SubOperation], bytes]:
-    by_uid = {item.sop_instance: item for item in batch}
-    return lambda operation: by_uid[operation.sop_uid].read(operation.syntax)
+def _reader(plan: Sequence[SubOperation], batch: Sequence[Outgoing]) -> Callable[[SubOperation], bytes]:
+    """Read the item each planned operation stands for: by the operation itself, not its SOP Instance UID,
+    which two files being sent may share (the second file's content went out twice)."""
+    items = {id(operation): item for operation, item in zip(plan, batch, strict=True)}
+    return lambda operation: items[id(operation)].read(operation.syntax)
 
 
 def _tally(summary: TransferSummary, result: StoreResult, sop: str, size: int) -> None:
@@ -346,15 +356,22 @@ def scu_get(peer: Peer, level: str, keys: Mapping[str, str], receive: Receiver, 
     the common image classes are proposed. Raises ScuError when no association is made.
     """
     summary = TransferSummary()
+    kept = 0  # instances `receive` took: what the peer's last pending response may not count yet
 
     def store(data: bytes, syntax: str) -> tuple[int, str]:
+        nonlocal kept
         try:
             receive(data, syntax)
         except EngineError as exc:
             LOGGER.warning("refused an instance from %s: %s", peer, exc)
             return (0xA700 if "full" in str(exc) else 0xC000), str(exc)
         summary.bytes += len(data)
+        kept += 1
         return 0x0000, ""
+
+    def broke_off(message: str) -> ScuError:
+        summary.completed = max(summary.completed, kept)
+        return ScuError(message, summary)
 
     contexts, roles = get_contexts(sop_classes, model)
     assoc = _associate(peer, options, contexts, roles)
@@ -368,13 +385,17 @@ def scu_get(peer: Peer, level: str, keys: Mapping[str, str], receive: Receiver, 
         broken = False
         raise
     except TimeoutError as exc:
-        raise ScuError(f"{peer} did not answer the C-GET within {options.dimse_timeout} s") from exc
+        raise broke_off(f"{peer} did not answer the C-GET within {options.dimse_timeout} s") from exc
     except (WireError, OSError) as exc:
-        raise ScuError(f"the C-GET from {peer} broke off: {exc}") from exc
+        raise broke_off(f"the C-GET from {peer} broke off: {exc}") from exc
     finally:
         responses.close()  # ends the socket lease: the association is pynetdicom's again
-        if broken and assoc.is_established:
+        if broken:
+            transport = getattr(assoc.dul.socket, "socket", None)
             assoc.abort()
+            if transport is not None:
+                # pynetdicom closes it only if shutdown() succeeds, which fails once the peer is gone
+                transport.close()
         elif assoc.is_established:
             assoc.release()
     return summary
@@ -401,7 +422,7 @@ def _follow(peer: Peer, what: str, responses: Iterable[tuple[Dataset, Dataset | 
     for status, found in responses:
         code = status.get("Status")
         if code is None:
-            raise ScuError(f"{peer} did not answer the {what} (DIMSE timeout or association ended)")
+            raise ScuError(f"{peer} did not answer the {what} (DIMSE timeout or association ended)", summary)
         summary.status = int(code)
         summary.completed = int(status.get("NumberOfCompletedSuboperations", summary.completed) or 0)
         summary.failed = int(status.get("NumberOfFailedSuboperations", summary.failed) or 0)
@@ -415,6 +436,6 @@ def _follow(peer: Peer, what: str, responses: Iterable[tuple[Dataset, Dataset | 
             if summary.status not in (0x0000, 0xB000):
                 raise ScuError(f"{peer} answered {what} with status 0x{summary.status:04X} "
                                f"{status.get('ErrorComment', '')} ({summary.completed} completed, "
-                               f"{summary.failed} failed)")
+                               f"{summary.failed} failed)", summary)
             return
-    raise ScuError(f"{peer} sent no final {what} response")
+    raise ScuError(f"{peer} sent no final {what} response", summary)

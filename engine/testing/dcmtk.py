@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -331,13 +331,71 @@ class StoreSCP:
 
     def stop(self) -> int | None:
         """Terminate storescp and wait for it; return its exit code (None if it never started)."""
-        if self._process is None:
-            return None
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        return self._process.returncode
+        return None if self._process is None else _terminate(self._process)
+
+
+class QueryRetrieveSCP:
+    """DCMTK dcmqrscp on a free loopback port: a strict, third-party archive holding `files`.
+
+    Its one AE (`ae_title`) answers C-FIND, C-GET and C-MOVE over the files, indexed with dcmqridx, in
+    the hierarchical model only: a query or retrieve below STUDY level must name one UID of each level
+    above (PS3.4 C.4.1.2.2.1 and C.4.2.2.1), which pacs-engine's own server does not insist on.
+    `move_destinations` maps AE titles to ports on loopback. Use as a context manager.
+    """
+
+    def __init__(self, root: Path, files: Iterable[Path], *, ae_title: str = "DCMQRSCP",
+                 move_destinations: Mapping[str, int] | None = None, timeout: float = 30.0) -> None:
+        self.root = Path(root)
+        self.ae_title = ae_title
+        self.host = LOOPBACK
+        self.port = free_port()
+        self._files = list(files)
+        self._destinations = dict(move_destinations or {})
+        self._timeout = timeout
+        self.log_path = self.root / "dcmqrscp.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        storage = self.root / "db"
+        storage.mkdir(parents=True, exist_ok=True)
+        hosts = "".join(f"{name} = ({name}, {LOOPBACK}, {port})\n" for name, port in self._destinations.items())
+        config = self.root / "dcmqrscp.cfg"
+        config.write_text(
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+            f"HostTable BEGIN\n{hosts}HostTable END\nVendorTable BEGIN\nVendorTable END\n"
+            f"AETable BEGIN\n{self.ae_title} {storage} RW (1000, 1024mb) ANY\nAETable END\n",
+            encoding="utf-8",
+        )
+        if self._files:
+            copies = []
+            for number, path in enumerate(self._files):
+                copy = storage / f"{number:06d}.dcm"
+                shutil.copyfile(path, copy)
+                copies.append(str(copy))
+            subprocess.run(["dcmqridx", str(storage), *copies], check=True, capture_output=True)
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(["dcmqrscp", "-c", str(config), "--disable-host-lookup", str(self.port)],
+                                             stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.host, self.port, self._timeout, process=self._process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"dcmqrscp did not start: {exc}\n{self.log_path.read_text(errors='replace')}") from exc
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._process is not None:
+            _terminate(self._process)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL after 10 s; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
 
 from engine.archive import Archive
-from engine.testing.dcmtk import LOOPBACK, StoreSCP, free_port
+from engine.testing.dcmtk import LOOPBACK, QueryRetrieveSCP, StoreSCP, free_port
 from engine.testing.series import SeriesFiles, write_mr_series
 from engine.testing.server import ServerHandle, running_server
 
@@ -164,3 +166,77 @@ def test_move_to_storescp_and_send_study_back(cli, tmp_archive: Path, remote: Se
     assert run.code == 0 and "sent 3 instances" in run.out and "3 completed" in run.out, run.err
     run = cli(tmp_archive, "find", "--to", peer(remote), "--level", "IMAGE", "-k", f"StudyInstanceUID={study}", "--json")
     assert sorted(m["SOPInstanceUID"] for m in run.json()) == sorted(sop_of(p) for p in files)
+
+
+def test_get_from_a_strict_hierarchical_archive(cli, tmp_archive: Path, ct_series: SeriesFiles, tmp_path: Path) -> None:
+    """DCMTK dcmqrscp wants one UID of every level above the one retrieved (PS3.4 C.4.2.2.1): in Study Root a
+    series by its study, an instance by its study and series. The identifiers carried PatientID instead,
+    and the pull reported 0 instances and exit 0."""
+    files = ct_series.files[:4]
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    with QueryRetrieveSCP(tmp_path / "dcmqrscp", files, ae_title="QR") as qr:
+        source = f"QR@{LOOPBACK}:{qr.port}"
+        run = cli(tmp_archive, "get", "--from", source, "--level", "SERIES", "-k", f"StudyInstanceUID={ct_series.study_uid}",
+                  "-k", "Modality=CT")
+        assert run.code == 0 and "got 4 instances" in run.out and "4 completed" in run.out, run.out + run.err
+        run = cli(tmp_path / "second", "get", "--from", source, "--level", "IMAGE",
+                  "-k", f"StudyInstanceUID={ct_series.study_uid}", "-k", f"SeriesInstanceUID={ct_series.series_uid}",
+                  "-k", f"SOPInstanceUID={first.SOPInstanceUID}")
+        assert run.code == 0 and "got 1 instances" in run.out, run.out + run.err
+    with Archive.open(tmp_archive, readonly=True) as archive:
+        for path in files:
+            assert dataset_bytes_of(archive.read_instance(sop_of(path)))[1] == dataset_bytes(path)[1]
+
+
+def test_get_and_move_of_nothing_fail(cli, tmp_archive: Path, remote: ServerHandle) -> None:
+    """A pull that brings nothing is an error an operator's script must see, as is a wild card in a UID."""
+    for command in (["get", "--from"], ["move", "--dest", "STORESCP", "--from"]):
+        run = cli(tmp_archive, *command, peer(remote), "-k", "StudyInstanceUID=1.2.3.4.5.6")
+        assert run.code == 1 and "retrieved no instances" in run.err, run.err
+        run = cli(tmp_archive, *command, peer(remote), "-k", "PatientName=Nobody^Here")
+        assert run.code == 1 and "nothing on REMOTE@" in run.err and "PatientName=Nobody^Here" in run.err, run.err
+        run = cli(tmp_archive, *command, peer(remote), "-k", "StudyInstanceUID=*")
+        assert run.code == 1 and "never with wild cards" in run.err, run.err
+
+
+def test_send_two_files_with_one_sop_instance_uid(cli, tmp_archive: Path, remote: ServerHandle, tmp_path: Path) -> None:
+    """Each file's own content goes: the second file's went out twice, and the first never left."""
+    ds = pydicom.dcmread(corpus()[0])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.5150"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.5151", "1.2.826.0.1.3680043.8.498.5152"
+    paths = []
+    for name in ("First^File", "Second^File"):
+        ds.PatientName = name
+        paths.append(tmp_path / f"{name}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    run = cli(tmp_archive, "send", *map(str, paths), "--to", peer(remote))
+    assert run.code == 1 and "1 completed" in run.out and "1 failed" in run.out, run.out + run.err  # 0111 for the second
+    run = cli(tmp_archive, "find", "--to", peer(remote), "--level", "IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+              "-k", f"SOPInstanceUID={ds.SOPInstanceUID}", "-k", "PatientName", "--json")
+    assert [m["PatientName"] for m in run.json()] == ["First^File"], run.out + run.err
+
+
+def test_a_pull_cut_off_reports_what_it_kept(cli, tmp_archive: Path, ct_series: SeriesFiles, tmp_path: Path) -> None:
+    """The source dies mid C-GET: the summary says what arrived (it printed only the error), the exit says
+    it failed, and what arrived is kept and sound."""
+    source = tmp_path / "source"
+    with Archive.open(source) as archive:
+        for path in ct_series.files:
+            archive.ingest_file(path)
+    with running_server(source, ae_title="DYING") as server:
+        outcome: list[Any] = []
+        pulling = threading.Thread(target=lambda: outcome.append(cli(
+            tmp_archive, "get", "--from", peer(server), "-k", f"StudyInstanceUID={ct_series.study_uid}")))
+        pulling.start()
+        pixels = tmp_archive / "pixels"
+        while pulling.is_alive() and len(list(pixels.glob("*/[0-9]*"))) < 3:  # three instances' groups
+            pulling.join(0.001)
+        server.kill()
+        pulling.join(120)
+    (run,) = outcome
+    assert run.code == 1 and "error: the C-GET from DYING@" in run.err, run.out + run.err
+    got = int(run.out.split(" completed")[0].rsplit(" ", 1)[1])
+    assert 3 <= got < len(ct_series.files), run.out
+    with Archive.open(tmp_archive, readonly=True) as archive:
+        assert archive.stats().instances == got
+        assert archive.verify() == []

@@ -3,6 +3,7 @@ lines the listener writes for each store, query, retrieve and refusal."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ from engine.audit import AuditLog, read_audit
 from engine.config import load_settings
 from engine.errors import ConfigError, NotFoundError
 from engine.net import DicomServer, Peer, ScuError, ScuOptions, scu_echo, scu_find
-from engine.testing.dcmtk import LOOPBACK, StoreSCP, run_storescu
+from engine.testing.dcmtk import LOOPBACK, StoreSCP, free_port, run_storescu
 
 pytestmark = pytest.mark.dcmtk
 
@@ -55,7 +56,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
             "allowed_store_aes": ["MODALITY"],
             "allowed_find_aes": ["VIEWER", "WORKSTATION"],
             "allowed_retrieve_aes": ["WORKSTATION"],
-            "remote_aes": {"DEST": f"{LOOPBACK}:{dest.port}"},
+            "remote_aes": {"DEST": f"{LOOPBACK}:{dest.port}", "DEAD": f"{LOOPBACK}:{free_port()}"},
         })
         assert settings.audit_path is not None
         with Archive(settings) as archive, AuditLog.from_settings(settings) as audit:
@@ -159,6 +160,33 @@ def test_our_scu_sees_the_same_rules(guarded: Guarded) -> None:
         scu_echo(peer, ScuOptions(calling_ae="STRANGER"))
     [rejected] = guarded.audit("association", "STRANGER")
     assert rejected["outcome"] == "refused" and "allowed_calling_aes" in str(rejected["reason"])
+
+
+# pynetdicom's C-MOVE closes the socket of a destination that refused the connection with shutdown() first,
+# which fails on an unconnected socket, so the close is skipped and Python closes it when it is collected.
+@pytest.mark.filterwarnings("ignore:Exception ignored in.*socket:pytest.PytestUnraisableExceptionWarning")
+def test_retrieves_below_study_level_and_failed_moves_are_audited_as_they_went(guarded: Guarded, tmp_path: Path) -> None:
+    """A series-level C-GET names the study it disclosed (it said none); a C-MOVE to an unknown or an
+    unreachable destination is a failure with status A801 (it said success, status null)."""
+    series = str(pydicom.dcmread(guarded.ct, stop_before_pixels=True).SeriesInstanceUID)
+    keys = ["QueryRetrieveLevel=SERIES", f"StudyInstanceUID={guarded.ct_study}", f"SeriesInstanceUID={series}"]
+    status, log = _dcmtk("getscu", guarded, "WORKSTATION", keys, "-od", str(tmp_path))
+    assert status == 0x0000, log[-2000:]
+    [got] = [e for e in guarded.audit("C-GET", "WORKSTATION") if e["level"] == "SERIES"]
+    assert got["outcome"] == "success" and got["completed"] == 1 and got["studies"] == [guarded.ct_study]
+    for destination in ("NOWHERE", "DEAD"):
+        status, log = _dcmtk("movescu", guarded, "WORKSTATION", keys, "-aem", destination)
+        assert status == 0xA801, log[-2000:]
+        [moved] = [e for e in guarded.audit("C-MOVE", "WORKSTATION") if e["destination"] == destination]
+        assert moved["outcome"] == "failure" and moved["status"] == 0xA801 and moved["completed"] == 0, (destination, moved)
+
+
+def test_echo_is_counted_in_the_association_line(guarded: Guarded, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="engine.net")
+    peer = Peer(AE, guarded.host, guarded.port)
+    assert scu_echo(peer, ScuOptions(calling_ae="VIEWER")) == 0
+    lines = [r.getMessage() for r in caplog.records if "association from VIEWER" in r.getMessage()]
+    assert lines and lines[-1].endswith("C-ECHO 1"), lines
 
 
 def test_service_lists_must_name_aes_that_may_associate(tmp_path: Path) -> None:
