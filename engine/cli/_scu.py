@@ -220,8 +220,9 @@ def run_send(args: argparse.Namespace) -> int:
 def _report(verb: str, peer: Peer, summary: TransferSummary, seconds: float) -> None:
     total = summary.completed + summary.warning + summary.failed
     rate = total / seconds if seconds > 0 else 0.0
+    size = "" if verb.startswith("moved") else f" ({human_bytes(summary.bytes)})"  # a move's bytes pass us by
     sys.stdout.write(
-        f"{verb} {total} instances ({human_bytes(summary.bytes)}) {'to' if verb == 'sent' else 'from'} {peer} in "
+        f"{verb} {total} instances{size} {'to' if verb == 'sent' else 'from'} {peer} in "
         f"{seconds:.1f} s ({rate:.0f} inst/s): {summary.completed} completed, {summary.warning} warning, "
         f"{summary.failed} failed\n"
     )

@@ -326,4 +326,8 @@ def _pixel_element(
         return PixelElement(tag, vr, pos, value_offset, fragments.end, fragments)
     if length > end - value_offset:
         raise _truncated("Pixel Data value", value_offset, length, end - value_offset)
+    if length % 2:
+        # Served back as it came, every reader would meet an odd length: DCMTK reports the file broken.
+        raise PixelDataError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) has an odd length of {length} bytes: "
+                             "PS3.5 7.1.1 wants every value of even length")
     return PixelElement(tag, vr, pos, value_offset, value_offset + length, None)

@@ -178,12 +178,22 @@ def _associate(peer: Peer, options: ScuOptions, contexts: Sequence[PresentationC
     if not assoc.is_established:
         for sock in opened:  # the same leak after a connection that opened (e.g. a TLS peer that refused us)
             sock.close()
-        reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-        hint = ("is the AE title right, and are we allowed?" if assoc.is_rejected else
-                "does the peer speak TLS, and does its certificate verify?" if options.tls is not None else
-                "is the address right, and does the peer need TLS (--tls)?")
-        raise ScuError(f"association with {peer} {reason} ({hint})")
+        raise ScuError(f"association with {peer} {_why_not(assoc, options, contexts)}")
     return assoc
+
+
+def _why_not(assoc: Association, options: ScuOptions, contexts: Sequence[PresentationContext]) -> str:
+    """Why an association was not established, as the peer said it (PS3.8 9.3.4) when it said anything."""
+    answer = assoc.acceptor.primitive
+    if assoc.is_rejected and answer is not None:
+        return (f"rejected: {answer.result_str}, {answer.source_str}: {answer.reason_str} "
+                "(is the AE title right, and are we allowed?)")
+    if answer is not None and answer.result == 0x00:  # accepted, then aborted by pynetdicom: no context
+        classes = ", ".join(sorted({str(cx.abstract_syntax.name) for cx in contexts if cx.abstract_syntax}))
+        return f"accepted none of the presentation contexts proposed ({classes})"
+    if options.tls is not None:
+        return "aborted (does the peer speak TLS, and does its certificate verify?)"
+    return "aborted or not answered (is the address right, and does the peer need TLS (--tls)?)"
 
 
 def scu_echo(peer: Peer, options: ScuOptions = ScuOptions()) -> int:
@@ -297,7 +307,12 @@ def identifier(level: str, keys: Mapping[str, str]) -> Dataset:
             raise ScuError(f"{keyword!r} is not a DICOM keyword (e.g. PatientID, StudyDate, ModalitiesInStudy)")
         if any(ord(c) > 127 for c in value):
             ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.add_new(tag, dictionary_VR(tag), value if value != "" else None)
+        vr = dictionary_VR(tag)
+        try:
+            ds.add_new(tag, vr, value if value != "" else None)
+        except (ValueError, TypeError, OverflowError) as exc:  # a number key given text, a wild card or a range
+            raise ScuError(f"{keyword}={value} does not fit its VR {vr} ({exc}); wild cards match text keys "
+                           "only, ranges dates and times (PS3.4 C.2.2.2)") from None
     return ds
 
 
@@ -416,6 +431,14 @@ def scu_move(peer: Peer, level: str, keys: Mapping[str, str], destination: str, 
     return summary
 
 
+# PS3.4 Tables C.4-2 and C.4-3 (C-MOVE, C-GET), PS3.7 C.5: what a failure status means to an operator
+_RETRIEVE_FAILURES = {
+    0x0122: "SOP Class not supported", 0x0124: "not authorized", 0xA701: "out of resources: number of matches",
+    0xA702: "out of resources: sub-operations", 0xA801: "move destination unknown or unreachable",
+    0xA900: "identifier does not match SOP Class", 0xC000: "unable to process", 0xFE00: "cancelled",
+}  # fmt: skip
+
+
 def _follow(peer: Peer, what: str, responses: Iterable[tuple[Dataset, Dataset | None]], summary: TransferSummary,
             progress: Callable[[TransferSummary], None] | None) -> None:
     """Read C-GET / C-MOVE responses into `summary` until the final one."""
@@ -434,8 +457,10 @@ def _follow(peer: Peer, what: str, responses: Iterable[tuple[Dataset, Dataset | 
             progress(summary)
         if code not in (0xFF00, 0xFF01):
             if summary.status not in (0x0000, 0xB000):
-                raise ScuError(f"{peer} answered {what} with status 0x{summary.status:04X} "
-                               f"{status.get('ErrorComment', '')} ({summary.completed} completed, "
-                               f"{summary.failed} failed)", summary)
+                meaning = str(status.get("ErrorComment", "") or "").strip() or _RETRIEVE_FAILURES.get(
+                    summary.status & 0xFF00 if summary.status & 0xF000 == 0xC000 else summary.status, "")
+                raise ScuError(f"{peer} answered {what} with status 0x{summary.status:04X}"
+                               f"{' (' + meaning + ')' if meaning else ''}: {summary.completed} completed, "
+                               f"{summary.failed} failed", summary)
             return
     raise ScuError(f"{peer} sent no final {what} response", summary)

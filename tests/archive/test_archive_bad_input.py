@@ -112,6 +112,16 @@ def _file_meta_in_the_data_set() -> bytes:
     return data[:start] + _ui(0x0002, 0x0010, "1.2.840.10008.1.2.2") + data[start:]
 
 
+def _odd_pixel_data_length() -> bytes:
+    """One byte more than the frame, so an odd length: up to a frame more is kept as the value's tail, but a
+    value of odd length breaks PS3.5 7.1.1 and would go out again as it came."""
+    data = bytearray(_save(_ct()))
+    at = data.rindex(b"\xe0\x7f\x10\x00OW\x00\x00")
+    length = int.from_bytes(data[at + 8 : at + 12], "little")
+    data[at + 8 : at + 12] = (length + 1).to_bytes(4, "little")
+    return bytes(data) + b"\x00"
+
+
 def _cut_htj2k_frame() -> bytes:
     """CT_small as HTJ2K lossless, its codestream cut in half: OpenJPH decodes the half and only prints."""
     ds = _ct()
@@ -147,6 +157,7 @@ CASES: dict[str, tuple[Callable[[], bytes], type[EngineError], str]] = {
     "codestream declaring more pixels than its header": (_codestream_bigger_than_its_header, EngineError,
                                                           "declares 2048 x 2048"),
     "not DICOM at all": (lambda: b"hello, this is not a DICOM file" * 10, InvalidDicomError, "DICM"),
+    "odd pixel data length": (_odd_pixel_data_length, PixelDataError, "has an odd length of 32769 bytes"),
     "HTJ2K frame cut in half": (_cut_htj2k_frame, CorruptDataError, "does not end with the EOC marker"),
     "JPEG lossless frame cut short": (_cut_jpeg_lossless_frame, CorruptDataError, "does not end with the EOI marker"),
     "a second SOP Instance UID": (_second_sop_instance_uid, InvalidDicomError,

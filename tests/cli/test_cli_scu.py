@@ -114,6 +114,9 @@ def test_find_table_and_json(cli, tmp_archive: Path, remote: ServerHandle, mr_se
         cli(tmp_archive, "find", "--to", peer(remote), "--level", "frame")
     run = cli(tmp_archive, "find", "--to", peer(remote), "-k", "StudyDate=yesterday")
     assert run.code == 1 and "0xA900" in run.err  # the peer's refusal reaches the operator
+    for wrong in ("InstanceNumber=1-3", "InstanceNumber=1?"):  # a traceback, before
+        run = cli(tmp_archive, "find", "--to", peer(remote), "--level", "IMAGE", "-k", wrong)
+        assert run.code == 1 and f"{wrong} does not fit its VR IS" in run.err, run.err
 
 
 def test_get_pulls_into_this_archive(cli, tmp_archive: Path, remote: ServerHandle, mr_series: SeriesFiles) -> None:
@@ -153,7 +156,7 @@ def test_move_to_storescp_and_send_study_back(cli, tmp_archive: Path, remote: Se
     assert dataset_bytes(arrived) == dataset_bytes(jpeg)  # lossy JPEG: its codestream is kept and sent as is
     run = cli(tmp_archive, "move", "--from", peer(remote), "--dest", "UNKNOWN", "-k",
               f"StudyInstanceUID={mr_series.study_uid}")
-    assert run.code == 1 and "0xA801" in run.err
+    assert run.code == 1 and "0xA801 (move destination unknown or unreachable)" in run.err, run.err
 
     # send --study: a study of a local archive to the remote, in the best syntax it accepts (the stored HTJ2K).
     local = tmp_archive.parent / "local"

@@ -17,7 +17,7 @@ from engine.archive import Archive
 from engine.audit import AuditLog, read_audit
 from engine.config import load_settings
 from engine.errors import ConfigError, NotFoundError
-from engine.net import DicomServer, Peer, ScuError, ScuOptions, scu_echo, scu_find
+from engine.net import DicomServer, Peer, ScuError, ScuOptions, scu_echo, scu_find, scu_move
 from engine.testing.dcmtk import LOOPBACK, StoreSCP, free_port, run_storescu
 
 pytestmark = pytest.mark.dcmtk
@@ -156,8 +156,10 @@ def test_our_scu_sees_the_same_rules(guarded: Guarded) -> None:
     assert scu_echo(peer, ScuOptions(calling_ae="MODALITY")) == 0  # echo is not a restricted service
     with pytest.raises(ScuError, match="0x0124"):
         list(scu_find(peer, "STUDY", {"StudyInstanceUID": ""}, options=ScuOptions(calling_ae="MODALITY")))
-    with pytest.raises(ScuError, match="rejected"):
+    with pytest.raises(ScuError, match="rejected: Rejected Permanent, Service User: Calling AE title not recognised"):
         scu_echo(peer, ScuOptions(calling_ae="STRANGER"))
+    with pytest.raises(ScuError, match=r"accepted none of the presentation contexts proposed \(Study Root .*MOVE\)"):
+        scu_move(peer, "STUDY", {"StudyInstanceUID": guarded.ct_study}, "DEST", options=ScuOptions(calling_ae="VIEWER"))
     [rejected] = guarded.audit("association", "STRANGER")
     assert rejected["outcome"] == "refused" and "allowed_calling_aes" in str(rejected["reason"])
 
