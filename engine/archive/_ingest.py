@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 import xxhash
 
 from engine import dicom
-from engine.archive._plan import PixelPlan, level_infos, plan_pixels
+from engine.archive._plan import PixelPlan, content_hashes, level_infos, plan_pixels
 from engine.errors import (
     CodecUnavailableError,
     CorruptDataError,
     DuplicateInstanceError,
+    EngineError,
     NotFoundError,
     VerificationError,
 )
@@ -65,6 +66,24 @@ class Ingestor:
         except NotFoundError:
             return None
 
+    def same_as_stored(self, stored: InstanceRecord, parsed: dicom.ParsedInstance) -> bool:
+        """Whether `parsed` is the stored instance sent again in another transfer syntax: its header says
+        the same (values, not their encoding) and its pixels are the same (the frame hashes recorded).
+
+        The received bytes' digest tells a re-send in the same syntax; a modality or an archive may well
+        send an instance again in the syntax this association negotiated, and that is no conflict.
+        """
+        if stored.pending or stored.transfer_syntax_uid == parsed.transfer_syntax_uid:
+            return False  # pending: no frame hashes yet; the same syntax: the digest has decided
+        try:
+            prefix, suffix = self._index.get_header(stored.sop_instance_uid)
+            same_header = dicom.header_content(prefix, suffix, stored.transfer_syntax_uid) == dicom.header_content(
+                parsed.header_prefix, parsed.header_suffix, parsed.transfer_syntax_uid)
+            return same_header and content_hashes(parsed) == stored.frame_hashes
+        except EngineError as exc:  # what cannot be read or compared is not the same
+            LOGGER.info("%s: not compared with the stored instance: %s", stored.sop_instance_uid, exc)
+            return False
+
     def ingest(self, parsed: dicom.ParsedInstance, *, acknowledged: bool = False) -> IngestResult:
         """Store `parsed` durably; see Archive.ingest for what it raises, and ingest_async for
         `acknowledged`."""
@@ -91,7 +110,7 @@ class Ingestor:
             if previous is not None and previous.pending and acknowledged:
                 previous = None  # this ingest is what the pending record waits for
             if previous is not None:
-                if previous.digest == digest:
+                if previous.digest == digest or self.same_as_stored(previous, parsed):
                     lock.release()
                     return _resolved(result_for(previous, "duplicate"))
                 if previous.pending:  # another instance with its UID is being stored: its turn first

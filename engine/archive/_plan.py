@@ -62,6 +62,22 @@ def bytes_hash(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+def content_hashes(parsed: dicom.ParsedInstance) -> tuple[str, ...]:
+    """The frame hashes plan_pixels would record for `parsed`, without encoding anything: equal for the
+    same pixels sent natively or in a lossless compressed syntax. Raises what plan_pixels raises reading."""
+    desc = parsed.pixel
+    if desc is None:
+        return ()
+    if not parsed.encapsulated:
+        frames = dicom.native_frames(parsed)
+        return (bytes_hash(parsed.pixel_value),) if frames is None else tuple(frame_hash(f) for f in frames)
+    syntax = parsed.transfer_syntax_uid
+    _, codestreams = _codestreams(parsed, desc)
+    if syntax in LOSSLESS_ENCAPSULATED_SYNTAXES:
+        return tuple(frame_hash(codecs.decode_syntax_frame(c, syntax, desc)) for c in codestreams)
+    return tuple(bytes_hash(c) for c in codestreams)
+
+
 def plan_pixels(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan | None:
     """Encode (and verify) the pixel data of `parsed` for storage, or None when it has none.
 
@@ -76,15 +92,17 @@ def plan_pixels(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan | None:
         if frames is None:
             return plan_raw(parsed, profile)
         return _plan_frames(frames, desc, profile, encapsulation=None, tail=dicom.native_tail(parsed))
-    # Video syntaxes hold one stream for all frames: the parser's layout says how many codestreams.
-    n_codestreams = len(parsed.encapsulation.fragments_per_frame) if parsed.encapsulation else desc.frames
-    encapsulation, codestreams = dicom.split_encapsulated(
-        parsed.pixel_value, n_codestreams, parsed.extended_offset_table
-    )
+    encapsulation, codestreams = _codestreams(parsed, desc)
     if parsed.transfer_syntax_uid in LOSSLESS_ENCAPSULATED_SYNTAXES:
         decoded = [codecs.decode_syntax_frame(c, parsed.transfer_syntax_uid, desc) for c in codestreams]
         return _plan_frames(decoded, desc, profile, encapsulation=None, tail=b"")
     return _plan_passthrough(codestreams, encapsulation, parsed.transfer_syntax_uid, desc, profile)
+
+
+def _codestreams(parsed: dicom.ParsedInstance, desc: PixelDescription) -> tuple[Encapsulation, list[bytes]]:
+    # Video syntaxes hold one stream for all frames: the parser's layout says how many codestreams.
+    n_codestreams = len(parsed.encapsulation.fragments_per_frame) if parsed.encapsulation else desc.frames
+    return dicom.split_encapsulated(parsed.pixel_value, n_codestreams, parsed.extended_offset_table)
 
 
 def _storage_codec(frame: np.ndarray, desc: PixelDescription, profile: str) -> str:

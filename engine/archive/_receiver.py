@@ -213,7 +213,7 @@ class Receiver:
                     if known is None:
                         ticket, future = self._journal_and_register(parsed, transfer_syntax_uid, digest, data)
                         break
-                    if known.digest == digest:
+                    if known.digest == digest or self._ingestor.same_as_stored(known, parsed):
                         return result_for(known, "duplicate"), False
                     if not self._overwrite:
                         raise conflict_error(sop)

@@ -6,6 +6,7 @@ from ._build import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     assemble_dataset,
+    header_content,
     part10,
     reencode_dataset,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "assemble_dataset",
     "dataset_to_json",
     "encapsulate",
+    "header_content",
     "frame_dtype",
     "join_encapsulated",
     "native_frames",

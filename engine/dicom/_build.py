@@ -29,6 +29,7 @@ _SWAP_WIDTH = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}  # binary VRs whose 
 _ITEM_TAG = b"\xfe\xff\x00\xe0"
 
 PIXEL_DATA = 0x7FE00010
+_TRAILING_PADDING = 0xFFFCFFFC
 _FLOAT_PIXEL_VR = {0x7FE00008: b"OF", 0x7FE00009: b"OD"}
 
 
@@ -80,6 +81,23 @@ def read_header(
     except DECODE_ERRORS as exc:
         raise InvalidDicomError(f"header cannot be decoded: {exc}") from None
     return before, after
+
+
+def header_content(header_prefix: bytes, header_suffix: bytes, transfer_syntax_uid: str) -> dict[int, object]:
+    """The header as {tag: value}, a sequence as a list of such dicts: what two encodings of one data set
+    (other transfer syntaxes, explicit or implicit VR) have in common. Group 7FE0 (the pixel elements and
+    the offset tables of an encapsulation) and Data Set Trailing Padding (PS3.10 7.2: no meaning, any
+    writer may drop it) are left out. Raises InvalidDicomError if pydicom cannot read it."""
+    before, after = read_header(header_prefix, header_suffix, transfer_syntax_uid)
+    return {**_content(before), **_content(after)}
+
+
+def _content(dataset: Dataset) -> dict[int, object]:
+    return {
+        int(element.tag): [_content(item) for item in element.value] if element.VR == "SQ" else element.value
+        for element in dataset
+        if element.tag >> 16 != 0x7FE0 and element.tag != _TRAILING_PADDING
+    }
 
 
 def decode_all(dataset: Dataset) -> None:

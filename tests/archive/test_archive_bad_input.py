@@ -215,6 +215,43 @@ def test_same_uid_different_content_is_refused_unless_overwrite(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("how", ["ingest", "accept"])
+def test_the_same_instance_in_another_syntax_is_a_duplicate(tmp_path: Path, how: str) -> None:
+    """pydicom's MR_small in seven encodings is one instance: sent again in another syntax (an SCU may
+    negotiate another), it is a no-op success, not 'a different instance' (it was refused so). Another
+    value in its header, or other pixels, still makes it a different one."""
+    files = pydicom_test_files_dir()
+    encodings = ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_RLE.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+    with Archive.open(tmp_path / "a") as archive:
+        archive.ingest((files / "MR_small.dcm").read_bytes())
+        kept = archive.read_instance(_sop(files / "MR_small.dcm"))
+        for name in encodings:
+            raw = (files / name).read_bytes()
+            if how == "accept":  # a C-STORE's data set and the syntax of its context
+                meta = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True).file_meta
+                result = archive.accept(raw[132 + 12 + int(meta.FileMetaInformationGroupLength):],
+                                        str(meta.TransferSyntaxUID))
+            else:
+                result = archive.ingest(raw)
+            assert result.status == "duplicate", name
+        other = pydicom.dcmread(files / "MR_small_implicit.dcm")
+        other.PatientName = "Other^Person"
+        with pytest.raises(DuplicateInstanceError):
+            archive.ingest(_save(other))
+        other = pydicom.dcmread(files / "MR_small_bigendian.dcm")
+        other.PixelData = other.PixelData[:-2] + b"\x00\x01"
+        with pytest.raises(DuplicateInstanceError):
+            archive.ingest(_save(other))
+        archive.wait_for_ingests()
+        assert archive.read_instance(_sop(files / "MR_small.dcm")) == kept
+        assert archive.stats().instances == 1 and archive.verify(deep=True) == []
+
+
+def _sop(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+@pytest.mark.parametrize("how", ["ingest", "accept"])
 def test_pixels_the_profile_codec_cannot_take_are_kept_with_zstd(tmp_path: Path, how: str) -> None:
     """CharLS fails on 16-bit noise (its output buffer is too small): the instance is valid, so it is kept
     losslessly with the general-purpose codec, by import and by the network path alike, never refused."""
