@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import xxhash
@@ -62,6 +63,40 @@ def bytes_hash(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+class DecodedFrames(Sequence[np.ndarray]):
+    """An instance's codestreams, each decoded when it is read, the last one kept.
+
+    A codestream of a few hundred bytes may decode to 32 MiB of zeros: decoded all at once, 78 kB of
+    JPEG-LS held 4.3 GB. Planning reads the frames one after the other, so one decoded frame is held.
+    """
+
+    def __init__(self, codestreams: Sequence[bytes], transfer_syntax: str, desc: PixelDescription) -> None:
+        self._codestreams = codestreams
+        self._syntax = transfer_syntax
+        self._desc = desc
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self._codestreams)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | Sequence[np.ndarray]:
+        if isinstance(index, slice):
+            raise TypeError("decoded frames are read one at a time")
+        index = range(len(self))[index]  # negative indices, and IndexError past the end
+        if self._last is None or self._last[0] != index:
+            self._last = (index, codecs.decode_syntax_frame(self._codestreams[index], self._syntax, self._desc))
+        return self._last[1]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+
 def content_hashes(parsed: dicom.ParsedInstance) -> tuple[str, ...]:
     """The frame hashes plan_pixels would record for `parsed`, without encoding anything: equal for the
     same pixels sent natively or in a lossless compressed syntax. Raises what plan_pixels raises reading."""
@@ -74,7 +109,7 @@ def content_hashes(parsed: dicom.ParsedInstance) -> tuple[str, ...]:
     syntax = parsed.transfer_syntax_uid
     _, codestreams = _codestreams(parsed, desc)
     if syntax in LOSSLESS_ENCAPSULATED_SYNTAXES:
-        return tuple(frame_hash(codecs.decode_syntax_frame(c, syntax, desc)) for c in codestreams)
+        return tuple(frame_hash(f) for f in DecodedFrames(codestreams, syntax, desc))
     return tuple(bytes_hash(c) for c in codestreams)
 
 
@@ -94,7 +129,7 @@ def plan_pixels(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan | None:
         return _plan_frames(frames, desc, profile, encapsulation=None, tail=dicom.native_tail(parsed))
     encapsulation, codestreams = _codestreams(parsed, desc)
     if parsed.transfer_syntax_uid in LOSSLESS_ENCAPSULATED_SYNTAXES:
-        decoded = [codecs.decode_syntax_frame(c, parsed.transfer_syntax_uid, desc) for c in codestreams]
+        decoded = DecodedFrames(codestreams, parsed.transfer_syntax_uid, desc)
         return _plan_frames(decoded, desc, profile, encapsulation=None, tail=b"")
     return _plan_passthrough(codestreams, encapsulation, parsed.transfer_syntax_uid, desc, profile)
 
@@ -122,27 +157,53 @@ def _plan_frames(
     if not frames:
         raise PixelDataError("pixel data holds no frames")
     codec = _storage_codec(frames[0], desc, profile)
-    dtype = frames[0].dtype.newbyteorder("<").str
     bits = desc.bits_stored if desc.bits_stored < desc.bits_allocated else None
-    if bits is not None and codec != CODEC_ZSTD and not all(codecs.fits_bits(f, bits) for f in frames):
+    try:
+        return _encode_frames(frames, desc, codec, bits, encapsulation, tail)
+    except _BeyondBitsStored:
         # A codestream codes every bit it is given, and served in the stored syntax its header still says
         # Bits Stored: a decoder would read the bits above as pixel values (mlut_18.dcm, old overlays in
         # the high bits). Such frames keep their exact bits with zstd and are served decoded.
         LOGGER.info("pixel values beyond Bits Stored %d: kept with zstd, not %s", bits, codec)
-        codec = CODEC_ZSTD
-    level0 = [codecs.encode_verified(f, codec, bits_stored=bits) for f in frames]
-    hashes = tuple(frame_hash(f) for f in frames)
+        return _encode_frames(frames, desc, CODEC_ZSTD, bits, encapsulation, tail)
+
+
+class _BeyondBitsStored(Exception):
+    """A frame holds values beyond Bits Stored, which only zstd keeps exactly (see _plan_frames)."""
+
+
+def _encode_frames(
+    frames: Sequence[np.ndarray],
+    desc: PixelDescription,
+    codec: str,
+    bits: int | None,
+    encapsulation: Encapsulation | None,
+    tail: bytes,
+) -> PixelPlan:
+    """Level 0, the frame hashes and (without HTJ2K's own resolutions) the lower levels, a frame at a time."""
+    dtype = frames[0].dtype.newbyteorder("<").str
     rows, cols = desc.rows, desc.columns
     n_levels = codecs.level_count(rows, cols, SMALLEST_LEVEL_SIDE)
     shapes = tuple(codecs.level_shape(rows, cols, k) for k in range(n_levels))
-    arrays = [_level_array(0, frames[0].shape, len(frames), dtype, codec, [e.data for e in level0])]
-    if codec == CODEC_HTJ2K:
-        prefixes = tuple(e.level_prefixes for e in level0)
-        for frame_prefixes in prefixes:
-            if len(frame_prefixes) < n_levels:
+    level0: list[bytes] = []
+    hashes: list[str] = []
+    prefixes: list[tuple[int, ...]] = []
+    pyramid = _Pyramid(n_levels if codec != CODEC_HTJ2K else 1, codec, dtype)
+    for frame in frames:
+        if bits is not None and codec != CODEC_ZSTD and not codecs.fits_bits(frame, bits):
+            raise _BeyondBitsStored()
+        encoded = codecs.encode_verified(frame, codec, bits_stored=bits)
+        level0.append(encoded.data)
+        hashes.append(frame_hash(frame))
+        if codec == CODEC_HTJ2K:
+            if len(encoded.level_prefixes) < n_levels:
                 raise CodecUnavailableError(
-                    f"HTJ2K codestream offers {len(frame_prefixes)} levels, {n_levels} needed"
+                    f"HTJ2K codestream offers {len(encoded.level_prefixes)} levels, {n_levels} needed"
                 )
+            prefixes.append(encoded.level_prefixes)
+        pyramid.add(frame)
+    arrays = [_level_array(0, frames[0].shape, len(frames), dtype, codec, level0), *pyramid.arrays()]
+    if codec == CODEC_HTJ2K:
         return PixelPlan(
             codec=codec,
             layout="frames",
@@ -150,12 +211,11 @@ def _plan_frames(
             level_shapes=shapes,
             level_sources=("array",) + ("resolution",) * (n_levels - 1),
             array_of_level=(0,) + (-1,) * (n_levels - 1),
-            level_prefixes=prefixes,
-            frame_hashes=hashes,
+            level_prefixes=tuple(prefixes),
+            frame_hashes=tuple(hashes),
             encapsulation=encapsulation,
             pixel_tail=tail,
         )
-    arrays.extend(_pyramid(frames, n_levels, codec, dtype))
     return PixelPlan(
         codec=codec,
         layout="frames",
@@ -164,21 +224,32 @@ def _plan_frames(
         level_sources=("array",) * n_levels,
         array_of_level=tuple(range(n_levels)),
         level_prefixes=(),
-        frame_hashes=hashes,
+        frame_hashes=tuple(hashes),
         encapsulation=encapsulation,
         pixel_tail=tail,
     )
 
 
-def _pyramid(frames: Sequence[np.ndarray], n_levels: int, codec: str, dtype: str) -> list[LevelArray]:
-    """Explicit lower-resolution arrays (OME-Zarr multiscales style) for codecs without embedded levels."""
-    arrays: list[LevelArray] = []
-    current = list(frames)
-    for level in range(1, n_levels):
-        current = [codecs.downsample(f) for f in current]
-        encoded = [codecs.encode_verified(f, codec).data for f in current]
-        arrays.append(_level_array(level, current[0].shape, len(current), dtype, codec, encoded))
-    return arrays
+class _Pyramid:
+    """Explicit lower-resolution arrays (OME-Zarr multiscales style) for codecs without embedded levels,
+    built a frame at a time: each frame is halved down to the smallest level before the next is read."""
+
+    def __init__(self, n_levels: int, codec: str, dtype: str) -> None:
+        self._codec = codec
+        self._dtype = dtype
+        self._chunks: list[list[bytes]] = [[] for _ in range(1, n_levels)]
+        self._shapes: list[tuple[int, ...]] = [() for _ in range(1, n_levels)]
+
+    def add(self, frame: np.ndarray) -> None:
+        current = frame
+        for below, chunks in enumerate(self._chunks):
+            current = codecs.downsample(current)
+            chunks.append(codecs.encode_verified(current, self._codec).data)
+            self._shapes[below] = current.shape
+
+    def arrays(self) -> list[LevelArray]:
+        return [_level_array(below + 1, self._shapes[below], len(chunks), self._dtype, self._codec, chunks)
+                for below, chunks in enumerate(self._chunks)]
 
 
 def _plan_passthrough(
@@ -206,16 +277,18 @@ def _plan_passthrough(
     )
     arrays = [level0]
     n_levels = codecs.level_count(desc.rows, desc.columns, SMALLEST_LEVEL_SIDE)
+    decoded = DecodedFrames(codestreams, transfer_syntax, desc)
     try:
-        decoded = [codecs.decode_syntax_frame(c, transfer_syntax, desc) for c in codestreams]
+        first = decoded[0]
     except (CodecUnavailableError, UnsupportedTransferSyntaxError) as exc:
         # Kept exactly as received, unchecked; only the low-resolution previews are missing.
         LOGGER.warning("%s input kept without decoding it, and without low-resolution levels: %s", transfer_syntax, exc)
         n_levels = 1
     else:
-        if n_levels > 1:
-            codec = _storage_codec(decoded[0], desc, profile)
-            arrays.extend(_pyramid(decoded, n_levels, codec, decoded[0].dtype.newbyteorder("<").str))
+        pyramid = _Pyramid(n_levels, _storage_codec(first, desc, profile), first.dtype.newbyteorder("<").str)
+        for frame in decoded:
+            pyramid.add(frame)  # with one level, only decoded: a frame that does not decode is refused
+        arrays.extend(pyramid.arrays())
     shapes = tuple(codecs.level_shape(desc.rows, desc.columns, k) for k in range(n_levels))
     return PixelPlan(
         codec=CODEC_PASSTHROUGH,
@@ -251,7 +324,10 @@ def plan_raw(parsed: dicom.ParsedInstance, profile: str) -> PixelPlan:
     n_levels = codecs.level_count(desc.rows, desc.columns, SMALLEST_LEVEL_SIDE)
     frames = dicom.unpacked_frames(value, desc, parsed.transfer_syntax_uid) if n_levels > 1 else None
     if frames is not None:
-        arrays.extend(_pyramid(frames, n_levels, _storage_codec(frames[0], desc, profile), "|u1"))
+        pyramid = _Pyramid(n_levels, _storage_codec(frames[0], desc, profile), "|u1")
+        for frame in frames:
+            pyramid.add(frame)
+        arrays.extend(pyramid.arrays())
     else:
         n_levels = 1
     # Level 0 of the raw layout records the value's length as its width, the levels below their frames.

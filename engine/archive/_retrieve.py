@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -123,9 +123,10 @@ class Retriever:
             )
         return desc, record.levels[level]
 
-    def all_frames(self, record: InstanceRecord) -> list[np.ndarray]:
+    def all_frames(self, record: InstanceRecord) -> Iterator[np.ndarray]:
+        """Every frame at full resolution, decoded as it is reached: one held at a time."""
         assert record.pixel is not None
-        return [self.frame(record, i, 0) for i in range(record.pixel.frames)]
+        return (self.frame(record, i, 0) for i in range(record.pixel.frames))
 
     # -- whole instances ----------------------------------------------------------------------------
     def dataset(self, record: InstanceRecord, prefix: bytes, suffix: bytes, target: str) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -245,6 +247,38 @@ def test_the_same_instance_in_another_syntax_is_a_duplicate(tmp_path: Path, how:
         archive.wait_for_ingests()
         assert archive.read_instance(_sop(files / "MR_small.dcm")) == kept
         assert archive.stats().instances == 1 and archive.verify(deep=True) == []
+
+
+_BOMB = """
+import io, resource, sys
+import imagecodecs, numpy as np, pydicom
+from pydicom.encaps import encapsulate
+from engine.archive import Archive
+from engine.testing.corpus import pydicom_test_files_dir
+ds = pydicom.dcmread(pydicom_test_files_dir() / "MR_small_jpeg_ls_lossless.dcm")
+ds.Rows = ds.Columns = 4096
+ds.NumberOfFrames = 24
+ds.PixelRepresentation = 0
+ds.PixelData = encapsulate([bytes(imagecodecs.jpegls_encode(np.zeros((4096, 4096), dtype=np.uint16)))] * 24)
+out = io.BytesIO()
+ds.save_as(out, enforce_file_format=True)
+with Archive.open(sys.argv[1]) as archive:
+    status = archive.ingest(out.getvalue()).status
+    problems = archive.verify(deep=True)
+print(len(out.getvalue()), status, problems, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_small_file_that_decodes_to_gigabytes_is_read_a_frame_at_a_time(tmp_path: Path) -> None:
+    """24 JPEG-LS frames of 4096 x 4096 zeros: 20 kB that decode to 768 MiB. Every frame was decoded before
+    any was encoded, so a few such files from a hostile peer took the machine's memory (78 kB held
+    4.3 GB). Ingest and `verify --deep` now hold a frame at a time. Own process: its peak is this alone."""
+    done = subprocess.run([sys.executable, "-c", _BOMB, str(tmp_path / "a")], capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    size, status, problems, peak_mib = done.stdout.split(maxsplit=3)
+    assert int(size) < 30_000 and status == "stored" and problems.strip() == "[]"
+    assert int(peak_mib) < 384, f"peak RSS {peak_mib} MiB for 768 MiB of decoded frames"
 
 
 def _sop(path: Path) -> str:
