@@ -177,6 +177,16 @@ class DicomServer:
         if server is None:
             return
         server.shutdown()
+        for assoc in server.active_associations:
+            dul: Any = assoc.dul
+            if dul.state_machine.current_state == "Sta2":  # connected, no A-ASSOCIATE-RQ yet: nothing to finish
+                # An abort is no event of that state (pynetdicom's reactor dies of it), and the association
+                # would wait for the request until its ACSE timeout: 30 s of every stop, measured. The
+                # timeout's own events end it now: the ARTIM timer's expiry (PS3.8 9.2, Evt18) closes the
+                # connection, and nothing handed to the association ends its wait for the request.
+                LOGGER.info("closing a connection at shutdown that has not asked for an association")
+                dul.event_queue.put("Evt18")
+                dul.to_user_queue.put(None)
         deadline = time.monotonic() + grace
         for assoc in server.active_associations:
             assoc.join(max(0.0, deadline - time.monotonic()))

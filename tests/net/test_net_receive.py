@@ -5,12 +5,15 @@ was acknowledged, and stopping the listener ends an association the direct path 
 from __future__ import annotations
 
 import io
+import logging
 import select
+import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 from pynetdicom import AE, evt
 
 from engine.net import _wire as wire
@@ -143,3 +146,26 @@ def test_what_is_queued_during_a_lease_is_sent_before_the_next_read(listener: Li
     after = order[order.index("lease") + 1:]
     assert after[0] == "sent A_ABORT_RQ"  # before "read P_DATA_TF", which the DUL then ignores
     assert _echo_status(listener) == 0
+
+
+def test_stopping_the_listener_closes_a_connection_that_never_asked_for_an_association(
+    start_listener: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TCP connection without an A-ASSOCIATE-RQ: the stop aborted it, which pynetdicom's state machine has
+    no event for in that state (its reactor thread died of InvalidEventError), and then waited for the
+    request until the ACSE timeout, 30 s of every `serve` stop. Now the connection is closed at once."""
+    listener = start_listener(tmp_path / "archive")
+    caplog.set_level(logging.INFO, logger="engine.net")
+    idle = socket.create_connection((listener.host, listener.port))
+    try:
+        pending = listener.server._server.active_associations  # pynetdicom's list: the connection is taken
+        while not pending:
+            select.select([], [], [], 0.001)
+            pending = listener.server._server.active_associations
+        listener.server.stop()
+        assert idle.recv(1) == b""  # closed by the listener
+    finally:
+        idle.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "closing a connection at shutdown that has not asked for an association" in messages
+    assert not [m for m in messages if "aborting association" in m]
