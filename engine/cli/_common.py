@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -65,12 +66,21 @@ def _cell(value: str | int | None) -> str:
     return "" if value is None else str(value)
 
 
+def _columns(text: str) -> int:
+    """Terminal columns `text` takes: East Asian wide and full-width characters (山田, ヤマダ) take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _columns(text))
+
+
 def print_table(rows: list[Row], columns: list[tuple[str, str]], out: TextIO | None = None) -> None:
     """Rows as aligned columns under a header on `out` (stdout); `columns` are (key, header) pairs."""
-    widths = [max([len(header), *(len(_cell(row.get(key))) for row in rows)]) for key, header in columns]
-    lines = ["  ".join(h.ljust(w) for (_, h), w in zip(columns, widths, strict=True)).rstrip()]
+    widths = [max([_columns(header), *(_columns(_cell(row.get(key))) for row in rows)]) for key, header in columns]
+    lines = ["  ".join(_pad(h, w) for (_, h), w in zip(columns, widths, strict=True)).rstrip()]
     for row in rows:
-        cells = (_cell(row.get(key)).ljust(w) for (key, _), w in zip(columns, widths, strict=True))
+        cells = (_pad(_cell(row.get(key)), w) for (key, _), w in zip(columns, widths, strict=True))
         lines.append("  ".join(cells).rstrip())
     (out or sys.stdout).write("\n".join(lines) + "\n")
 

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from engine.cli._common import print_table
 from engine.testing.series import SeriesFiles
 from engine.types import EXPLICIT_VR_LE, HTJ2K_LOSSLESS_RPCL
 
@@ -230,3 +232,17 @@ def test_serve_on_a_busy_port_fails_with_one_line(cli: Callable[..., Any], tmp_p
     assert run.code == 1
     assert "serve: error:" in run.err and "Traceback" not in run.err
     assert "listening:" not in run.out
+
+
+def test_tables_align_names_in_wide_characters() -> None:
+    """山田 takes four terminal columns, not two: the next column started two columns early on such rows."""
+    out = io.StringIO()
+    print_table([{"name": "Yamada^Tarou=山田^太郎", "id": "1"}, {"name": "Wang^XiaoDong", "id": "2"}],
+                [("name", "PatientName"), ("id", "PatientID")], out)
+    header, *rows = out.getvalue().splitlines()
+    starts = {_display_columns(line[: line.rindex(" ") + 1]) for line in (header, *rows)}
+    assert starts == {_display_columns("Yamada^Tarou=山田^太郎  ")}
+
+
+def _display_columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
