@@ -42,6 +42,7 @@ from engine.net._pipeline import (
     SubOperation,
 )
 from engine.net._send import (
+    TRANSPORT_HANDLERS,
     StoreResult,
     choose_context,
     outgoing_contexts,
@@ -63,6 +64,7 @@ PENDING_KEYS_UNSUPPORTED = 0xFF01  # Pending: optional keys were not supported f
 CANCELLED = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900  # Failure: Identifier does not match SOP Class
 UNABLE_TO_PROCESS = 0xC000  # Failure: Unable to process
+UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702  # Refused: Out of Resources - Unable to perform sub-operations
 
 Counter = Callable[["Event", str, int], None]  # (event, what, how many): the association's tally
 
@@ -98,6 +100,11 @@ class _Retrieve:
     def cancelled(self) -> bool:
         """The peer cancelled a C-GET on the association the sub-operations use (the pipeline read it)."""
         return self._pipeline is not None and self._pipeline.cancelled
+
+    @property
+    def broken(self) -> str | None:
+        """Why the association the sub-operations go on failed (a C-MOVE destination gone), if it did."""
+        return None if self._pipeline is None else self._pipeline.broken
 
     def result(self, assoc: Association, index: int, msg_id: int, originator: tuple[str, int] | None
                ) -> StoreResult:
@@ -318,6 +325,17 @@ class QueryRetrieveService:
                     self._count(event, f"{what} cancelled", 1)
                     yield CANCELLED, Dataset()
                     return
+                if job.broken is not None:
+                    # Nothing more can be sent: the rest would each fail with a line of pynetdicom's (261 for
+                    # a destination killed mid-series). What was answered counts; the final response says
+                    # A702 with the rest remaining (PS3.4 C.4.2.1.5, Table C.4-2).
+                    while index < len(job.records) and job.answered(index):
+                        yield PENDING, _marker(job, index)
+                        index += 1
+                    LOGGER.warning("%s sub-operations stopped after %d of %d instances: %s", what, index,
+                                   len(job.records), job.broken)
+                    yield UNABLE_TO_PERFORM_SUB_OPERATIONS, Dataset()
+                    return
                 yield PENDING, _marker(job, index)
         finally:
             job.close()  # before pynetdicom sends the final response on the association the pipeline held
@@ -354,6 +372,7 @@ class QueryRetrieveService:
         originator = event.assoc.requestor.ae_title
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            *TRANSPORT_HANDLERS,
             (evt.EVT_ESTABLISHED, lambda e: wrap_send_c_store(e.assoc, counter, originator_ae=originator)),
         ]
         if not contexts:  # no match or a failure: the destination association is never made

@@ -37,6 +37,7 @@ from engine.net._identifier import (
 from engine.net._pipeline import StorePipeline, SubOperation
 from engine.net._send import (
     MAX_CONTEXTS,
+    TRANSPORT_HANDLERS,
     StoreResult,
     choose_context,
     outgoing_contexts,
@@ -159,25 +160,15 @@ def _associate(peer: Peer, options: ScuOptions, contexts: Sequence[PresentationC
     ae.connection_timeout = options.timeout
     ae.dimse_timeout = options.dimse_timeout
     ae.maximum_pdu_size = options.max_pdu
-    opened: list[Any] = []
-
-    def remember(event: Any) -> None:
-        transport = event.assoc.dul.socket
-        if transport is not None and transport.socket is not None:
-            opened.append(transport.socket)
-
     with warnings.catch_warnings():
         # pynetdicom 3.0.4 drops the socket of a refused TCP connection without closing it (its shutdown
         # raises first); the interpreter closes it with a ResourceWarning, which says nothing to an operator.
         warnings.simplefilter("ignore", ResourceWarning)
         assoc = ae.associate(peer.host, peer.port, contexts=list(contexts), ae_title=peer.ae_title,
                              max_pdu=options.max_pdu, ext_neg=list(ext_neg) or None,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_CONN_OPEN, remember),
-                                           *handlers],
+                             evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay), *TRANSPORT_HANDLERS, *handlers],
                              tls_args=(options.tls, peer.host) if options.tls is not None else None)
     if not assoc.is_established:
-        for sock in opened:  # the same leak after a connection that opened (e.g. a TLS peer that refused us)
-            sock.close()
         raise ScuError(f"association with {peer} {_why_not(assoc, options, contexts)}")
     return assoc
 
@@ -406,11 +397,7 @@ def scu_get(peer: Peer, level: str, keys: Mapping[str, str], receive: Receiver, 
     finally:
         responses.close()  # ends the socket lease: the association is pynetdicom's again
         if broken:
-            transport = getattr(assoc.dul.socket, "socket", None)
-            assoc.abort()
-            if transport is not None:
-                # pynetdicom closes it only if shutdown() succeeds, which fails once the peer is gone
-                transport.close()
+            assoc.abort()  # also when the peer is gone: its socket is closed then (TRANSPORT_HANDLERS)
         elif assoc.is_established:
             assoc.release()
     return summary

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 
 from engine.archive import stored_syntax
@@ -87,4 +88,25 @@ def set_nodelay(event: Event) -> None:
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def keep_transport(event: Event) -> None:
+    """EVT_CONN_OPEN handler: remember the association's socket, for close_transport."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        event.assoc._pacs_transport = sock.socket  # type: ignore[attr-defined]
+
+
+def close_transport(event: Event) -> None:
+    """EVT_CONN_CLOSE handler: close the socket for sure.
+
+    pynetdicom 3.0.4 calls shutdown() before close() and skips close() when shutdown() fails, as it does
+    on a connection the peer reset or never completed; the socket then stays open until it is collected.
+    """
+    sock = getattr(event.assoc, "_pacs_transport", None)
+    if sock is not None:
+        sock.close()
+
+
+TRANSPORT_HANDLERS = [(evt.EVT_CONN_OPEN, keep_transport), (evt.EVT_CONN_CLOSE, close_transport)]
 

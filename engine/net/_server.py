@@ -25,6 +25,7 @@ from engine.net._access import STORE, ServiceAccess
 from engine.net._contexts import SharedContexts, storage_sop_classes, supported_contexts
 from engine.net._event_logs import match_event_logging
 from engine.net._qr import QueryRetrieveService, QueryRetrieveTarget
+from engine.net._send import TRANSPORT_HANDLERS
 from engine.net._status import SUCCESS, status_dataset, store_status
 from engine.net._tls import start_tls_server
 from engine.net._uid_checks import remember_uid_checks
@@ -129,6 +130,7 @@ class DicomServer:
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_CONN_CLOSE, self._on_conn_close),
+            *TRANSPORT_HANDLERS,
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
         ]
@@ -179,11 +181,12 @@ class DicomServer:
         server.shutdown()
         for assoc in server.active_associations:
             dul: Any = assoc.dul
-            if dul.state_machine.current_state == "Sta2":  # connected, no A-ASSOCIATE-RQ yet: nothing to finish
-                # An abort is no event of that state (pynetdicom's reactor dies of it), and the association
-                # would wait for the request until its ACSE timeout: 30 s of every stop, measured. The
-                # timeout's own events end it now: the ARTIM timer's expiry (PS3.8 9.2, Evt18) closes the
-                # connection, and nothing handed to the association ends its wait for the request.
+            if assoc.requestor.primitive is None:  # connected, no A-ASSOCIATE-RQ yet: nothing to finish
+                # An abort is no event of that state (Sta2: pynetdicom's reactor dies of it), and the
+                # association would wait for the request until its ACSE timeout: 30 s of every stop,
+                # measured. The timeout's own events end it now: the ARTIM timer's expiry (PS3.8 9.2, Evt18,
+                # queued behind the connection's own Evt5) closes the connection, and nothing handed to the
+                # association ends its wait for the request.
                 LOGGER.info("closing a connection at shutdown that has not asked for an association")
                 dul.event_queue.put("Evt18")
                 dul.to_user_queue.put(None)

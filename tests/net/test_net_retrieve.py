@@ -5,6 +5,7 @@ identifiers and refusing peers get their statuses, and a retrieve runs while ano
 from __future__ import annotations
 
 import io
+import logging
 import re
 import shutil
 import subprocess
@@ -185,6 +186,41 @@ def test_peer_refusing_stores_gives_failed_counts(server: Server, tmp_path: Path
             listener.stop()
     assert status == 0xA702, log[-3000:]  # every sub-operation failed
     assert counts["failed"] == len(server.mr.files) and counts.get("completed", 0) == 0
+
+
+def test_destination_gone_mid_move_ends_it_with_counts(server: Server, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The destination dies after a few instances: the move ends with A702 and what was done, the rest
+    remaining. Each instance left was tried and logged as a failure by pynetdicom (261 lines for a series)."""
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "dying"
+    with StoreSCP(out, ae_title="DYING") as dying:
+        remote = {"DYING": f"{LOOPBACK}:{dying.port}"}
+        settings = load_settings(archive=server.archive.settings.archive,
+                                 dicom={"host": LOOPBACK, "port": 0, "ae_title": AE, "remote_aes": remote})
+        listener = DicomServer(server.archive, settings.dicom)
+        host, port = listener.start()
+        other = Server(host, port, server.archive, server.dest, server.files, server.ct, server.mr)
+        result: list[tuple[int, str, dict[str, int]]] = []
+        moving = threading.Thread(target=lambda: result.append(run(
+            "movescu", other, "SERIES", [f"StudyInstanceUID={server.ct.study_uid}",
+                                         f"SeriesInstanceUID={server.ct.series_uid}"], "-aem", "DYING")))
+        try:
+            moving.start()
+            while moving.is_alive() and len(dying.files()) < 3:
+                moving.join(0.001)
+            dying.stop()
+            moving.join(120)
+        finally:
+            listener.stop()
+    ((status, log, counts),) = result
+    assert status == 0xA702, log[-3000:]
+    # pynetdicom's final response counts what was not sent as failed (PS3.4 C.4.2.1.6: no remaining then)
+    assert 3 <= counts["completed"] < len(server.ct.files), counts
+    assert counts["completed"] + counts["failed"] == len(server.ct.files), counts
+    lost = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("pynetdicom")]
+    assert len(lost) <= 2, [r.getMessage() for r in lost]  # the instance in flight, not every one after it
+    assert any("C-MOVE sub-operations stopped after" in r.getMessage() for r in caplog.records)
 
 
 def test_get_while_another_association_stores(server: Server, tmp_path: Path) -> None:
