@@ -181,7 +181,8 @@ def _encode_frames(
     tail: bytes,
 ) -> PixelPlan:
     """Level 0, the frame hashes and (without HTJ2K's own resolutions) the lower levels, a frame at a time."""
-    dtype = frames[0].dtype.newbyteorder("<").str
+    first = frames[0]  # read before the loop, which starts with it: DecodedFrames decodes it once
+    dtype, shape = first.dtype.newbyteorder("<").str, first.shape
     rows, cols = desc.rows, desc.columns
     n_levels = codecs.level_count(rows, cols, SMALLEST_LEVEL_SIDE)
     shapes = tuple(codecs.level_shape(rows, cols, k) for k in range(n_levels))
@@ -202,7 +203,7 @@ def _encode_frames(
                 )
             prefixes.append(encoded.level_prefixes)
         pyramid.add(frame)
-    arrays = [_level_array(0, frames[0].shape, len(frames), dtype, codec, level0), *pyramid.arrays()]
+    arrays = [_level_array(0, shape, len(frames), dtype, codec, level0), *pyramid.arrays()]
     if codec == CODEC_HTJ2K:
         return PixelPlan(
             codec=codec,
