@@ -216,7 +216,8 @@ def test_destination_gone_mid_move_ends_it_with_counts(server: Server, tmp_path:
     ((status, log, counts),) = result
     assert status == 0xA702, log[-3000:]
     # pynetdicom's final response counts what was not sent as failed (PS3.4 C.4.2.1.6: no remaining then)
-    assert 3 <= counts["completed"] < len(server.ct.files), counts
+    # Three files written means two responses read (one instance at a time); the third may die unanswered.
+    assert 2 <= counts["completed"] < len(server.ct.files), counts
     assert counts["completed"] + counts["failed"] == len(server.ct.files), counts
     lost = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("pynetdicom")]
     assert len(lost) <= 2, [r.getMessage() for r in lost]  # the instance in flight, not every one after it
