@@ -17,6 +17,7 @@ from engine.errors import (
     CorruptDataError,
     DuplicateInstanceError,
     EngineError,
+    InvalidUIDError,
     NotFoundError,
     VerificationError,
 )
@@ -65,6 +66,27 @@ class Ingestor:
             return self._index.get_instance(sop)
         except NotFoundError:
             return None
+
+    def hierarchy_conflict(self, parsed: dicom.ParsedInstance) -> str:
+        """Why `parsed` cannot join the index's hierarchy (its series is another study's), or "".
+
+        The index refuses such an instance when it is committed (see IndexWriter._contradiction); a C-STORE
+        must hear it before it is acknowledged: an acknowledged instance that can never be committed was
+        tried again every few seconds, for ever, and found by no query of its study.
+        """
+        try:
+            series = self._index.series_record(parsed.series_instance_uid)
+        except NotFoundError:
+            return ""
+        if series.study_instance_uid == parsed.study_instance_uid:
+            return ""
+        previous = self.existing(parsed.sop_instance_uid)
+        if (self._overwrite and previous is not None and series.instance_count == 1
+                and previous.series_instance_uid == parsed.series_instance_uid):
+            return ""  # replacing the series' only instance: the series moves with it
+        return (f"its series is another study's: series {parsed.series_instance_uid} belongs to study "
+                f"{series.study_instance_uid}, instance {parsed.sop_instance_uid} names study "
+                f"{parsed.study_instance_uid}")
 
     def same_as_stored(self, stored: InstanceRecord, parsed: dicom.ParsedInstance) -> bool:
         """Whether `parsed` is the stored instance sent again in another transfer syntax: its header says
@@ -176,9 +198,11 @@ class Ingestor:
             if outcome.status == "replaced" and outcome.previous is not None and outcome.previous.codec:
                 self._pixels.delete_instance(sop, outcome.previous.generation)
             if outcome.status not in ("stored", "replaced"):
-                # Impossible while the stripe lock is held, unless another process writes this archive.
                 if written:
                     self._pixels.delete_instance(sop, generation)
+                if outcome.status == "rejected":  # it contradicts the hierarchy, e.g. its series is another study's
+                    raise InvalidUIDError(outcome.reason or f"{sop} contradicts the index")
+                # Impossible while the stripe lock is held, unless another process writes this archive.
                 raise CorruptDataError(f"index refused {sop}: {outcome.status}")
             value = result_for(record, outcome.status)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's future

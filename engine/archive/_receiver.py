@@ -50,6 +50,7 @@ from engine.errors import (
     ClosedError,
     EngineError,
     IdentityMismatchError,
+    InvalidUIDError,
     NotStoredYetError,
     StorageFullError,
 )
@@ -184,6 +185,8 @@ class Receiver:
         parsed = parse(data, transfer_syntax_uid)
         if named is not None:
             _check_named(parsed, *named)
+        if conflict := self._ingestor.hierarchy_conflict(parsed):
+            raise InvalidUIDError(conflict)
         if parsed.encapsulated:
             return self._ingestor.ingest(parsed)
         # Taken before any SOP lock: waiting for room while holding one could block the very worker

@@ -163,9 +163,9 @@ class IndexWriter(IndexReader):
         # Replacing the only instance of the series removes the series first: it may then move.
         if old is not None and old.series_instance_uid == rec.series_instance_uid and series.instance_count == 1:
             return ""
-        return (
-            f"series {rec.series_instance_uid} belongs to study {series.study_instance_uid}, but instance "
-            f"{rec.sop_instance_uid} names study {rec.study_instance_uid}"
+        return (  # the reason first: a C-STORE's Error Comment keeps 64 characters
+            f"its series is another study's: series {rec.series_instance_uid} belongs to study "
+            f"{series.study_instance_uid}, instance {rec.sop_instance_uid} names study {rec.study_instance_uid}"
         )
 
     def _link(self, prepared: PreparedEntry) -> None:

@@ -249,6 +249,28 @@ def test_the_same_instance_in_another_syntax_is_a_duplicate(tmp_path: Path, how:
         assert archive.stats().instances == 1 and archive.verify(deep=True) == []
 
 
+@pytest.mark.parametrize("how", ["ingest", "accept"])
+def test_an_instance_whose_series_is_another_studys_is_refused_before_it_is_acknowledged(
+    tmp_path: Path, how: str
+) -> None:
+    """A series belongs to one study. Such an instance was acknowledged by C-STORE, then refused by the
+    index at every commit, tried again for ever and found by no query of its study; import said only
+    "index refused ...: rejected"."""
+    first = _ct()
+    moved = _ct()
+    moved.SOPInstanceUID = moved.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.6001"
+    moved.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.6002"
+    with Archive.open(tmp_path / "a") as archive:
+        archive.ingest(_save(first))
+        before = archive.stats()
+        with pytest.raises(InvalidUIDError, match=f"^its series is another study's: series {first.SeriesInstanceUID} "
+                                                  f"belongs to study {first.StudyInstanceUID}, instance "
+                                                  "1.2.826.0.1.3680043.8.498.6001 names study"):
+            getattr(archive, how)(_save(moved))
+        archive.wait_for_ingests()
+        assert archive.stats() == before and archive.verify(deep=True) == []
+
+
 _BOMB = """
 import io, sys
 import imagecodecs, numpy as np, pydicom
