@@ -68,25 +68,13 @@ class Ingestor:
             return None
 
     def hierarchy_conflict(self, parsed: dicom.ParsedInstance) -> str:
-        """Why `parsed` cannot join the index's hierarchy (its series is another study's), or "".
+        """Why the index would reject `parsed` at its commit (its series is another study's), or "".
 
-        The index refuses such an instance when it is committed (see IndexWriter._contradiction); a C-STORE
-        must hear it before it is acknowledged: an acknowledged instance that can never be committed was
-        tried again every few seconds, for ever, and found by no query of its study.
+        A C-STORE must hear it before it is acknowledged: an acknowledged instance that can never be
+        committed was tried again every few seconds, for ever, and found by no query of its study.
         """
-        try:
-            series = self._index.series_record(parsed.series_instance_uid)
-        except NotFoundError:
-            return ""
-        if series.study_instance_uid == parsed.study_instance_uid:
-            return ""
-        previous = self.existing(parsed.sop_instance_uid)
-        if (self._overwrite and previous is not None and series.instance_count == 1
-                and previous.series_instance_uid == parsed.series_instance_uid):
-            return ""  # replacing the series' only instance: the series moves with it
-        return (f"its series is another study's: series {parsed.series_instance_uid} belongs to study "
-                f"{series.study_instance_uid}, instance {parsed.sop_instance_uid} names study "
-                f"{parsed.study_instance_uid}")
+        return self._index.hierarchy_conflict(parsed.study_instance_uid, parsed.series_instance_uid,
+                                              parsed.sop_instance_uid)
 
     def same_as_stored(self, stored: InstanceRecord, parsed: dicom.ParsedInstance) -> bool:
         """Whether `parsed` is the stored instance sent again in another transfer syntax: its header says

@@ -181,6 +181,11 @@ class Index:
     def series_record(self, series: str) -> SeriesRecord:
         return self.read(lambda r: r.series_record(series))
 
+    def hierarchy_conflict(self, study: str, series: str, sop: str) -> str:
+        """Why instance `sop` of `series` in `study` would be rejected by put (its series is another study's),
+        or "" if it would not: the same rule, asked before anything is acknowledged."""
+        return self.read(lambda r: r.hierarchy_conflict(study, series, sop))
+
     def patient_record(self, patient_id: str) -> PatientRecord:
         return self.read(lambda r: r.patient_record(patient_id))
 

@@ -121,6 +121,29 @@ class IndexReader:
             raise NotFoundError(f"study {study} is not in the index")
         return _records.decode_study(raw)
 
+    def hierarchy_conflict(self, study: str, series: str, sop: str) -> str:
+        """Why instance `sop` of `series` in `study` cannot join the hierarchy, or "" if it can."""
+        return self.contradiction(study, series, sop, self.find_instance(sop))
+
+    def contradiction(self, study: str, series: str, sop: str, old: InstanceRecord | None) -> str:
+        """hierarchy_conflict, with `old` the record stored under `sop` (None: there is none).
+
+        A series belongs to one study. Replacing the only instance of a series removes the series first,
+        so it may then move.
+        """
+        raw = self._txn.get(_keys.uid_key(series), db=self._dbs.series)
+        if raw is None:
+            return ""
+        record = _records.decode_series(raw)
+        if record.study_instance_uid == study:
+            return ""
+        if old is not None and old.series_instance_uid == series and record.instance_count == 1:
+            return ""
+        return (  # the reason first: a C-STORE's Error Comment keeps 64 characters
+            f"its series is another study's: series {series} belongs to study {record.study_instance_uid}, "
+            f"instance {sop} names study {study}"
+        )
+
     def series_record(self, series: str) -> SeriesRecord:
         raw = self._txn.get(_keys.uid_key(series), db=self._dbs.series)
         if raw is None:

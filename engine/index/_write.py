@@ -122,7 +122,7 @@ class IndexWriter(IndexReader):
         if old is not None and not prepared.entry.overwrite:
             reason = f"instance {sop} is stored with digest {old.digest}; this one has digest {rec.digest}"
             return PutOutcome(sop, "conflict", reason=reason)
-        reason = self._contradiction(rec, old)
+        reason = self.contradiction(rec.study_instance_uid, rec.series_instance_uid, sop, old)
         if reason:
             return PutOutcome(sop, "rejected", reason=reason)
         if old is not None:
@@ -151,22 +151,6 @@ class IndexWriter(IndexReader):
         return [rec for series in self.series_uids(study) for rec in self.delete_series(series)]
 
     # --- linking -----------------------------------------------------------------------------------
-
-    def _contradiction(self, rec: InstanceRecord, old: InstanceRecord | None) -> str:
-        """Why `rec` cannot be stored without breaking the hierarchy, or "" if it can."""
-        raw = self._txn.get(_keys.uid_key(rec.series_instance_uid), db=self._dbs.series)
-        if raw is None:
-            return ""
-        series = _records.decode_series(raw)
-        if series.study_instance_uid == rec.study_instance_uid:
-            return ""
-        # Replacing the only instance of the series removes the series first: it may then move.
-        if old is not None and old.series_instance_uid == rec.series_instance_uid and series.instance_count == 1:
-            return ""
-        return (  # the reason first: a C-STORE's Error Comment keeps 64 characters
-            f"its series is another study's: series {rec.series_instance_uid} belongs to study "
-            f"{series.study_instance_uid}, instance {rec.sop_instance_uid} names study {rec.study_instance_uid}"
-        )
 
     def _link(self, prepared: PreparedEntry) -> None:
         rec = prepared.entry.record
