@@ -7,7 +7,7 @@ import numpy.typing as npt
 
 from engine.codecs._backend import DECODE_ERRORS, require
 from engine.codecs._frames import fits_bits
-from engine.codecs._markers import strip_spiff
+from engine.codecs._markers import ends_whole, strip_spiff
 from engine.errors import CorruptDataError, NotFoundError
 from engine.types import EncodedFrame
 
@@ -55,7 +55,7 @@ def encode(frame: npt.NDArray[np.generic], bits_stored: int | None) -> EncodedFr
 def decode_raw(data: bytes) -> npt.NDArray[np.generic]:
     """Decode a JPEG-LS codestream as CharLS returns it (uint8 or uint16)."""
     codecs = require(FEATURE)
-    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if not ends_whole(data, b"\x00"):
         # CharLS spends seconds on a truncated scan before failing; a whole codestream ends with EOI
         raise CorruptDataError("JPEG-LS codestream is truncated: it does not end with the EOI marker")
     try:

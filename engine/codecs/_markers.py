@@ -89,6 +89,12 @@ def _tile_parts(data: bytes, pos: int) -> tuple[int, ...]:
     return tuple(offsets)
 
 
+def ends_whole(data: bytes, padding: bytes) -> bool:
+    """Whether a codestream ends with its end marker (JPEG and JPEG-LS EOI, JPEG 2000 EOC: all FFD9) once the
+    `padding` bytes after it are set aside: one cut short does not, and decoders fill in what is missing."""
+    return data.rstrip(padding).endswith(_EOC.to_bytes(2, "big"))
+
+
 def strip_spiff(data: bytes) -> bytes:
     """Drop a SPIFF header (APP8 'SPIFF' ... end-of-directory, SOI) from a JPEG-LS codestream.
 

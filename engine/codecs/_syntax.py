@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from engine.codecs import _htj2k, _jpeg, _jpeg2k, _jpegls, _rle
 from engine.codecs._frames import fits_bits, frame_dtype
-from engine.codecs._markers import declared_size
+from engine.codecs._markers import declared_size, ends_whole
 from engine.errors import CodecUnavailableError, CorruptDataError, PixelDataError, UnsupportedTransferSyntaxError
 from engine.types import (
     HTJ2K,
@@ -79,7 +79,7 @@ def decode_syntax_frame(data: bytes, transfer_syntax: str, desc: PixelDescriptio
     return conform(raw, desc, transfer_syntax)
 
 
-_SOI, _SOC, _END = b"\xff\xd8", b"\xff\x4f", b"\xff\xd9"  # JPEG's EOI and JPEG 2000's EOC are both FFD9
+_SOI, _SOC = b"\xff\xd8", b"\xff\x4f"
 
 
 def _check_whole(data: bytes, transfer_syntax: str) -> None:
@@ -90,7 +90,7 @@ def _check_whole(data: bytes, transfer_syntax: str) -> None:
     00 or FF pads a fragment to even length (pydicom's JPEG-lossy.dcm has FF). A JP2 file (boxes around
     the codestream) is left to its decoder.
     """
-    if data[:2] in (_SOI, _SOC) and not data.rstrip(b"\x00\xff").endswith(_END):
+    if data[:2] in (_SOI, _SOC) and not ends_whole(data, b"\x00\xff"):
         raise CorruptDataError(
             f"{transfer_syntax} codestream is truncated: it does not end with the {'EOI' if data[1] == 0xD8 else 'EOC'} "
             "marker (FFD9)"
