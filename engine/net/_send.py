@@ -109,4 +109,3 @@ def close_transport(event: Event) -> None:
 
 
 TRANSPORT_HANDLERS = [(evt.EVT_CONN_OPEN, keep_transport), (evt.EVT_CONN_CLOSE, close_transport)]
-
