@@ -123,7 +123,10 @@ class IndexReader:
 
     def hierarchy_conflict(self, study: str, series: str, sop: str) -> str:
         """Why instance `sop` of `series` in `study` cannot join the hierarchy, or "" if it can."""
-        return self.contradiction(study, series, sop, self.find_instance(sop))
+        # Asked for every instance received: the stored instance is looked up only when the series is
+        # another study's, since only a replacement of its only instance lifts that.
+        reason = self.contradiction(study, series, sop, None)
+        return reason and self.contradiction(study, series, sop, self.find_instance(sop))
 
     def contradiction(self, study: str, series: str, sop: str, old: InstanceRecord | None) -> str:
         """hierarchy_conflict, with `old` the record stored under `sop` (None: there is none).

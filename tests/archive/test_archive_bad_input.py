@@ -271,6 +271,20 @@ def test_an_instance_whose_series_is_another_studys_is_refused_before_it_is_ackn
         assert archive.stats() == before and archive.verify(deep=True) == []
 
 
+@pytest.mark.parametrize("how", ["ingest", "accept"])
+def test_a_replacement_of_a_series_only_instance_may_move_it_to_another_study(tmp_path: Path, how: str) -> None:
+    """With overwrite on, the one exception to the rule above: the series goes with its only instance."""
+    first = _ct()
+    moved = _ct()
+    moved.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.6002"
+    with Archive.open(tmp_path / "a", storage={"overwrite": True}) as archive:
+        archive.ingest(_save(first))
+        assert getattr(archive, how)(_save(moved)).status == "replaced"
+        archive.wait_for_ingests()
+        assert archive.study_uids() == ["1.2.826.0.1.3680043.8.498.6002"]
+        assert archive.verify(deep=True) == []
+
+
 _BOMB = """
 import io, sys
 import imagecodecs, numpy as np, pydicom
