@@ -347,11 +347,11 @@ class Archive:
         self._settled(sop_uid)
         return self.index.get_instance(sop_uid)
 
-    def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]:
+    def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes | bytearray]:
         """(transfer syntax UID, data set bytes without file meta) of an instance; see read_instance."""
         return self._read_dataset(sop_uid, syntax)[1:]
 
-    def _read_dataset(self, sop_uid: str, syntax: str) -> tuple[InstanceRecord, str, bytes]:
+    def _read_dataset(self, sop_uid: str, syntax: str) -> tuple[InstanceRecord, str, bytes | bytearray]:
         self._settled(sop_uid)
         record, prefix, suffix = self.index.get_instance_and_header(sop_uid)
         target = resolve_syntax(record, syntax)

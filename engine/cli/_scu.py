@@ -154,7 +154,7 @@ def _file_item(path: Path) -> Outgoing:
     own = parsed.transfer_syntax_uid
     others = tuple(s for s in _LITTLE_ENDIAN_NATIVE if s != own) if own in _LITTLE_ENDIAN_NATIVE else ()
 
-    def read(syntax: str) -> bytes:
+    def read(syntax: str) -> bytes | bytearray:
         p = dicom.parse_part10(path.read_bytes())  # read again when sent: never all files in memory at once
         if syntax == p.transfer_syntax_uid:  # as it was, deflated again if it was deflated
             return dicom.assemble_dataset(p.header_prefix, p.pixel_element_header, p.pixel_value, p.header_suffix, syntax)
@@ -177,8 +177,8 @@ def _study_items(archive: Archive, study: str) -> list[Outgoing]:
     return items
 
 
-def _reader(archive: Archive, sop: str) -> Callable[[str], bytes]:
-    def read(syntax: str) -> bytes:
+def _reader(archive: Archive, sop: str) -> Callable[[str], bytes | bytearray]:
+    def read(syntax: str) -> bytes | bytearray:
         return archive.read_dataset(sop, syntax)[1]
 
     return read

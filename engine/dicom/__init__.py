@@ -6,13 +6,22 @@ from ._build import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     assemble_dataset,
+    deflate,
     header_content,
     part10,
     reencode_dataset,
+    reencoded_around_pixels,
 )
 from ._encapsulation import encapsulate, join_encapsulated, split_encapsulated
 from ._json import dataset_to_json
-from ._native import frame_dtype, native_frames, native_pixel_value, native_tail, unpacked_frames
+from ._native import (
+    frame_dtype,
+    native_frames,
+    native_pixel_value,
+    native_tail,
+    unpacked_frames,
+    write_native_value,
+)
 from ._parse import ParsedInstance, parse_dataset, parse_part10
 from ._pixel import MAX_FRAME_BYTES, native_length, pixel_element_tag
 from ._syntax import SyntaxInfo, supported_syntaxes, syntax_info
@@ -28,6 +37,7 @@ __all__ = [
     "SyntaxInfo",
     "assemble_dataset",
     "dataset_to_json",
+    "deflate",
     "encapsulate",
     "header_content",
     "frame_dtype",
@@ -42,9 +52,11 @@ __all__ = [
     "parse_part10",
     "part10",
     "reencode_dataset",
+    "reencoded_around_pixels",
     "split_encapsulated",
     "supported_syntaxes",
     "syntax_info",
     "single_uid",
     "validate_uid",
+    "write_native_value",
 ]

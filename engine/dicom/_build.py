@@ -33,7 +33,7 @@ _TRAILING_PADDING = 0xFFFCFFFC
 _FLOAT_PIXEL_VR = {0x7FE00008: b"OF", 0x7FE00009: b"OD"}
 
 
-def deflate(data: bytes) -> bytes:
+def deflate(data: bytes | bytearray) -> bytes:
     """Raw deflate (no zlib header), as the Deflated Explicit VR Little Endian syntax requires, padded to an
     even length with a NUL after the stream's end (PS3.5 A.5: a peer refuses an odd-length message)."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -148,7 +148,7 @@ def reencode_dataset(
     source_syntax_uid: str,
     target_syntax_uid: str,
     *,
-    pixel_value: bytes | None = None,
+    pixel_value: bytes | bytearray | None = None,
     encapsulated: bool | None = None,
     updates: Mapping[str, object] | None = None,
     pixel_tag: int = PIXEL_DATA,
@@ -180,6 +180,36 @@ def reencode_dataset(
         # an instance and made retrieval in the stored syntax slower than decoding to explicit VR.
         header = _pixel_element_header(pixel_tag, 8, target, len(pixel_value), True)
         return b"".join((header_prefix, header, pixel_value, header_suffix))
+    if pixel_value is not None and not encapsulated and len(pixel_value) % 2:
+        pixel_value = bytes(pixel_value) + b"\x00"
+    head, tail = reencoded_around_pixels(
+        header_prefix, header_suffix, source_syntax_uid, target_syntax_uid, updates=updates, pixel_tag=pixel_tag,
+        value_length=None if pixel_value is None else len(pixel_value), encapsulated=bool(encapsulated),
+    )
+    data = b"".join((head, pixel_value or b"", tail))
+    return deflate(data) if target.deflated else data
+
+
+def reencoded_around_pixels(
+    header_prefix: bytes,
+    header_suffix: bytes,
+    source_syntax_uid: str,
+    target_syntax_uid: str,
+    *,
+    value_length: int | None,
+    encapsulated: bool = False,
+    updates: Mapping[str, object] | None = None,
+    pixel_tag: int = PIXEL_DATA,
+) -> tuple[bytes, bytes]:
+    """What reencode_dataset puts around a pixel value of `value_length` bytes (even; None: no pixel
+    element): (the header before it, the pixel element's own header included; the header after it).
+
+    Lets a caller build the data set in one buffer and write the value into its place. Neither part is
+    deflated: a deflated target's data set is deflated whole once the value is in. Raises as
+    reencode_dataset does.
+    """
+    source = syntax_info(source_syntax_uid)
+    target = syntax_info(target_syntax_uid)
     before, after = read_header(header_prefix, header_suffix, source_syntax_uid)
     for tag in _EXTENDED_OFFSET_TAGS:
         if tag in before:
@@ -190,18 +220,11 @@ def reencode_dataset(
             correct_ambiguous_vr(dataset, target.little_endian)
             swap_binary_values(dataset)
     charset = before.get("SpecificCharacterSet") or "ISO_IR 6"
-    parts = [_encode(before, target, charset)]
-    if pixel_value is not None:
-        if not encapsulated and len(pixel_value) % 2:
-            pixel_value = pixel_value + b"\x00"
+    head = _encode(before, target, charset)
+    if value_length is not None:
         bits_allocated = int(before.get("BitsAllocated", 16) or 16)
-        parts += (
-            _pixel_element_header(pixel_tag, bits_allocated, target, len(pixel_value), bool(encapsulated)),
-            pixel_value,
-        )
-    parts.append(_encode(after, target, charset))
-    data = b"".join(parts)
-    return deflate(data) if target.deflated else data
+        head += _pixel_element_header(pixel_tag, bits_allocated, target, value_length, encapsulated)
+    return head, _encode(after, target, charset)
 
 
 # (7FE0,0000) group length and the Extended Offset Table (7FE0,0001/0002), explicit VR little endian:
@@ -243,7 +266,7 @@ def _padded(text: str, pad: bytes) -> bytes:
 
 
 def part10(
-    dataset: bytes,
+    dataset: bytes | bytearray,
     transfer_syntax_uid: str,
     sop_class_uid: str,
     sop_instance_uid: str,

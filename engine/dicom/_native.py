@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -111,17 +111,36 @@ def native_tail(parsed: ParsedInstance) -> bytes:
 
 
 def native_pixel_value(
-    frames: Sequence[npt.NDArray[np.generic]],
+    frames: Iterable[npt.NDArray[np.generic]],
     desc: PixelDescription,
     transfer_syntax_uid: str,
     tail: bytes = b"",
     pixel_vr: str = "",
-) -> bytes:
+) -> bytearray:
     """The native Pixel Data value of `frames` in the byte order of `transfer_syntax_uid`, plus `tail`.
 
     The exact inverse of native_frames (with tail = native_tail(parsed) and pixel_vr = parsed.pixel_vr;
     pixel_vr only matters for 8-bit OW big endian data). Planar configuration 1 is restored.
     Raises PixelDataError for a frame count, shape or dtype that does not match `desc`.
+    """
+    value = bytearray(native_length(desc) + len(tail))
+    write_native_value(memoryview(value), frames, desc, transfer_syntax_uid, tail, pixel_vr)
+    return value
+
+
+def write_native_value(
+    out: memoryview,
+    frames: Iterable[npt.NDArray[np.generic]],
+    desc: PixelDescription,
+    transfer_syntax_uid: str,
+    tail: bytes = b"",
+    pixel_vr: str = "",
+) -> None:
+    """Write what native_pixel_value returns into `out`, which must be exactly that long.
+
+    Each frame is copied to its place as it comes, so `frames` may decode them one at a time: a retrieve
+    builds a whole data set in one buffer without holding every frame twice, and numpy's copy releases
+    the GIL where joining bytes would hold it.
     """
     info = syntax_info(transfer_syntax_uid)
     if info.encapsulated:
@@ -129,19 +148,29 @@ def native_pixel_value(
     dtype = frame_dtype(desc, info.little_endian)
     if dtype is None or not _expressible(desc):
         raise PixelDataError(f"{desc.bits_allocated}-bit {desc.photometric} data has no frame dtype")
-    if len(frames) != desc.frames:
-        raise PixelDataError(f"{len(frames)} frames given, the description says {desc.frames}")
-    parts: list[bytes] = []
+    if len(out) != native_length(desc) + len(tail):
+        raise PixelDataError(f"{desc.frames} frames and a {len(tail)}-byte tail take "
+                             f"{native_length(desc) + len(tail)} bytes, not {len(out)}")
+    frame_bytes = native_length(desc) // desc.frames if desc.frames else 0
+    count = 0
     for number, frame in enumerate(frames):
         array = np.asarray(frame)
         if array.shape != desc.frame_shape or array.dtype.newbyteorder("=") != dtype.newbyteorder("="):
             raise PixelDataError(
                 f"frame {number} is {array.dtype}{array.shape}, expected {dtype.newbyteorder('=')}{desc.frame_shape}"
             )
+        if number >= desc.frames:
+            raise PixelDataError(f"more frames given than the {desc.frames} the description says")
+        place = np.frombuffer(out, dtype=dtype, count=frame_bytes // dtype.itemsize, offset=number * frame_bytes)
         if desc.samples_per_pixel > 1 and desc.planar_configuration == 1:
-            array = array.transpose(2, 0, 1)
-        parts.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
-    value = b"".join(parts) + tail
+            place = place.reshape(desc.samples_per_pixel, desc.rows, desc.columns).transpose(1, 2, 0)
+        else:
+            place = place.reshape(desc.frame_shape)
+        np.copyto(place, array, casting="equiv")  # into `out`: both reshapes above are views
+        count += 1
+    if count != desc.frames:
+        raise PixelDataError(f"{count} frames given, the description says {desc.frames}")
+    out[len(out) - len(tail):] = tail
     if _words_swapped(desc, info.little_endian, pixel_vr):
-        return _swap_pairs(value)
-    return value
+        pairs = np.frombuffer(out, dtype="u1", count=len(out) // 2 * 2).reshape(-1, 2)
+        pairs[:] = pairs[:, ::-1].copy()

@@ -64,7 +64,7 @@ def get_responses(assoc: Association, identifier: Dataset, sop_class: str, store
             wire.AFFECTED_SOP_CLASS: sop_class, wire.COMMAND_FIELD: C_GET_RQ, wire.MESSAGE_ID: 1, wire.PRIORITY: 0,
             wire.DATA_SET_TYPE: wire.DATA_SET_PRESENT,
         })  # fmt: skip
-        sock.sendall(wire.frame_message(context_id, command, encoded, max_pdu))
+        wire.send_message(sock, context_id, command, encoded, max_pdu)
         while True:
             message = messages.next()
             field = message.command_field
@@ -87,7 +87,7 @@ def _answer_store(sock: socket.socket, message: wire.Message, receiving: dict[in
         status, comment = 0xA900, "the C-STORE request carries no data set"
     else:
         status, comment = store(message.data, syntax)
-    sock.sendall(wire.frame_message(message.context_id, wire.store_response(message, status, comment), None, max_pdu))
+    wire.send_message(sock, message.context_id, wire.store_response(message, status, comment), None, max_pdu)
 
 
 def _response(message: wire.Message, implicit: bool) -> tuple[Dataset, Dataset | None]:

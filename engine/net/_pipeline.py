@@ -68,7 +68,7 @@ class StorePipeline:
         self,
         assoc: Association,
         operations: Sequence[SubOperation],
-        read: Callable[[SubOperation], bytes],
+        read: Callable[[SubOperation], bytes | bytearray],
         *,
         first_message_id: int,
         originator: tuple[str, int] | None = None,
@@ -90,7 +90,7 @@ class StorePipeline:
         self.cancelled = False  # the peer sent C-CANCEL for the C-GET
         self._tally = {"success": 0, "warning": 0, "failure": 0}
         self._executor = ThreadPoolExecutor(READERS, thread_name_prefix="retrieve-read")
-        self._reads: dict[int, Future[bytes]] = {}
+        self._reads: dict[int, Future[bytes | bytearray]] = {}
         self._thread = threading.Thread(target=self._run, name="retrieve-send", daemon=True)
         # This thread writes the pending C-GET responses; pynetdicom's would interleave with its PDUs.
         self._own_pending = None if progress is None else PendingFilter(assoc, C_GET, None)
@@ -185,7 +185,7 @@ class StorePipeline:
         if self._originator is not None:
             fields[wire.MOVE_ORIGINATOR_AE] = self._originator[0]
             fields[wire.MOVE_ORIGINATOR_ID] = self._originator[1]
-        sock.sendall(wire.frame_message(operation.context_id, wire.encode_command(fields), data, max_pdu))
+        wire.send_message(sock, operation.context_id, wire.encode_command(fields), data, max_pdu)
         self.sizes[index] = len(data)
         while True:
             message = messages.next()
@@ -215,7 +215,7 @@ class StorePipeline:
         now = time.monotonic()
         # The last count is the final response's, which pynetdicom sends; after a cancel, only that one.
         if remaining and not self.cancelled and now - self._last_pending >= PENDING_INTERVAL:
-            sock.sendall(wire.frame_message(progress.context_id, wire.encode_command(fields), None, max_pdu))
+            wire.send_message(sock, progress.context_id, wire.encode_command(fields), None, max_pdu)
             self._last_pending = now
 
     def _publish(self, index: int, result: StoreResult) -> None:

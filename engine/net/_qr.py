@@ -82,7 +82,7 @@ class QueryRetrieveTarget(Protocol):
 
     def record(self, sop_uid: str) -> InstanceRecord: ...
 
-    def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes]: ...
+    def read_dataset(self, sop_uid: str, syntax: str = "original") -> tuple[str, bytes | bytearray]: ...
 
 
 class _Retrieve:
@@ -147,7 +147,7 @@ class _Retrieve:
             plan.append(SubOperation(record.sop_class_uid, record.sop_instance_uid, context_id, syntax))
         return plan
 
-    def _read(self, operation: SubOperation) -> bytes:
+    def _read(self, operation: SubOperation) -> bytes | bytearray:
         return self._archive.read_dataset(operation.sop_uid, operation.syntax)[1]
 
 

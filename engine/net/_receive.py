@@ -160,7 +160,7 @@ def _answer(sock: socket.socket, message: wire.Message, context: StorageContext,
     command = message.command
     status, comment = store(context.abstract_syntax, wire.text(command, wire.AFFECTED_SOP_CLASS),
                             wire.text(command, wire.AFFECTED_SOP_INSTANCE), message.data, context.transfer_syntax)
-    sock.sendall(wire.frame_message(message.context_id, wire.store_response(message, status, comment), None, max_pdu))
+    wire.send_message(sock, message.context_id, wire.store_response(message, status, comment), None, max_pdu)
 
 
 def _wanted_back(assoc: Association, idle_since: float) -> bool:

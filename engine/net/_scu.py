@@ -206,7 +206,7 @@ class Outgoing:
     sop_class: str
     sop_instance: str
     syntaxes: tuple[str, ...]
-    read: Callable[[str], bytes]  # syntax -> data set bytes in it (no file meta)
+    read: Callable[[str], bytes | bytearray]  # syntax -> data set bytes in it (no file meta)
 
 
 def scu_send(peer: Peer, items: Sequence[Outgoing], options: ScuOptions = ScuOptions(),
@@ -261,7 +261,7 @@ def _plan(assoc: Association, item: Outgoing) -> SubOperation:
     return SubOperation(item.sop_class, item.sop_instance, context.context_id, str(context.transfer_syntax[0]))
 
 
-def _reader(plan: Sequence[SubOperation], batch: Sequence[Outgoing]) -> Callable[[SubOperation], bytes]:
+def _reader(plan: Sequence[SubOperation], batch: Sequence[Outgoing]) -> Callable[[SubOperation], bytes | bytearray]:
     """Read the item each planned operation stands for: by the operation itself, not its SOP Instance UID,
     which two files being sent may share (the second file's content went out twice)."""
     items = {id(operation): item for operation, item in zip(plan, batch, strict=True)}

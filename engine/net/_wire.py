@@ -10,6 +10,7 @@ directly while pynetdicom keeps the association (negotiation, release, abort, ev
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -110,8 +111,9 @@ def text(fields: Mapping[int, bytes], tag: int) -> str:
     return fields.get(tag, b"").decode("ascii", "replace").rstrip("\0 ")
 
 
-def frame_message(context_id: int, command: bytes, data: bytes | memoryview | None, max_pdu: int) -> bytes:
-    """P-DATA-TF PDUs carrying one message: the command, then the data set, each in fragments.
+def message_parts(context_id: int, command: bytes, data: bytes | bytearray | memoryview | None, max_pdu: int
+                  ) -> list[bytes | memoryview]:
+    """P-DATA-TF PDUs carrying one message, the command then the data set, as headers and views of the two.
 
     `max_pdu` is the peer's Maximum Length Received (PS3.8 D.1): the most a PDU's variable field may hold,
     so each fragment is at most max_pdu - 6 (the PDV item's length, context and control header). 0 means
@@ -128,10 +130,37 @@ def frame_message(context_id: int, command: bytes, data: bytes | memoryview | No
         for start in starts:
             fragment = payload[start:start + step]
             last = start + step >= len(payload)
-            parts.append(_PDU_HEADER.pack(P_DATA_TF, len(fragment) + 6))
-            parts.append(_PDV_HEADER.pack(len(fragment) + 2, context_id, control | (0x02 if last else 0)))
+            parts.append(_PDU_HEADER.pack(P_DATA_TF, len(fragment) + 6)
+                         + _PDV_HEADER.pack(len(fragment) + 2, context_id, control | (0x02 if last else 0)))
             parts.append(fragment)
-    return b"".join(parts)
+    return parts
+
+
+_IOV_MAX = 1024  # Linux's limit on the buffers of one sendmsg call
+
+
+def send_message(sock: socket.socket, context_id: int, command: bytes,
+                 data: bytes | bytearray | memoryview | None, max_pdu: int) -> None:
+    """Write one message's PDUs (see message_parts) to `sock`.
+
+    The fragments go to the kernel as views of `data`, up to _IOV_MAX of them to a sendmsg call: joining
+    them into one bytes object first copied a CT slice again while holding the GIL. TLS sockets have no
+    sendmsg; they get the joined bytes.
+    """
+    parts = message_parts(context_id, command, data, max_pdu)
+    if isinstance(sock, ssl.SSLSocket):
+        sock.sendall(b"".join(parts))
+        return
+    views = [memoryview(part) for part in parts if len(part)]
+    first = 0
+    while first < len(views):
+        sent = sock.sendmsg(views[first:first + _IOV_MAX])
+        while sent:  # drop what went out; a partly sent view keeps its rest
+            if sent < len(views[first]):
+                views[first] = views[first][sent:]
+                break
+            sent -= len(views[first])
+            first += 1
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only

@@ -24,6 +24,7 @@ from engine.dicom import (
     parse_part10,
     part10,
     reencode_dataset,
+    reencoded_around_pixels,
     split_encapsulated,
     validate_uid,
 )
@@ -127,6 +128,21 @@ def test_reencoded_to_other_native_syntaxes(name: str, target: str) -> None:
         assert np.array_equal(pixel_array(rebuilt, raw=True), pixel_array(original, raw=True))
     again = parse_part10(part10(data, target, p.sop_class_uid, p.sop_instance_uid))
     assert again.transfer_syntax_uid == target
+
+
+@pytest.mark.parametrize("target", [IMPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE])
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "OBXXXX1A.dcm"])
+def test_the_header_around_a_pixel_value_is_what_reencoding_puts_there(name: str, target: str) -> None:
+    # What a retrieve builds in one buffer, the value written into its place, is the re-encoded data set.
+    p = parsed(name)
+    frames = native_frames(p)
+    assert frames is not None and p.pixel is not None
+    value = native_pixel_value(frames, p.pixel, target)
+    head, tail = reencoded_around_pixels(p.header_prefix, p.header_suffix, p.transfer_syntax_uid, target,
+                                         value_length=len(value))
+    whole = reencode_dataset(p.header_prefix, p.header_suffix, p.transfer_syntax_uid, target, pixel_value=value)
+    joined = head + value + tail
+    assert (zlib.decompress(whole, -zlib.MAX_WBITS) if target == DEFLATED_EXPLICIT_VR_LE else whole) == joined
 
 
 @pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "emri_small_RLE.dcm", "SC_rgb_rle_2frame.dcm"])

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from pydicom.pixels import pixel_array
 
 from dicom_corpus import corpus, good_names, normalised, parsed, pydicom_dataset
-from engine.dicom import native_frames, native_pixel_value, native_tail, parse_part10
+from engine.dicom import native_frames, native_pixel_value, native_tail, parse_part10, write_native_value
 from engine.errors import PixelDataError
 from engine.types import EXPLICIT_VR_BE, EXPLICIT_VR_LE, JPEG_BASELINE, PixelDescription
 
@@ -81,6 +81,21 @@ def test_planar_configuration_one_comes_back_interleaved() -> None:
 def test_encapsulated_and_pixel_less_instances_have_no_native_frames() -> None:
     assert native_frames(parsed("JPEG2000.dcm")) is None
     assert native_frames(parsed("rtplan.dcm")) is None
+
+
+@pytest.mark.parametrize("name", ["color-pl.dcm", "OBXXXX1A_expb_2frame.dcm", "emri_small_big_endian.dcm"])
+def test_frames_are_written_into_their_place_in_a_larger_buffer_one_by_one(name: str) -> None:
+    # As a retrieve builds a data set: planes apart (planar configuration 1), 8-bit OW words swapped
+    # back (big endian), frames given by a generator; the bytes around the value stay as they were.
+    p = parsed(name)
+    frames = native_frames(p)
+    assert frames is not None and p.pixel is not None
+    buffer = bytearray(b"\xaa" * (len(p.pixel_value) + 20))
+    place = memoryview(buffer)[10:-10]
+    write_native_value(place, (f for f in frames), p.pixel, p.transfer_syntax_uid, native_tail(p), p.pixel_vr)
+    assert buffer == b"\xaa" * 10 + bytes(p.pixel_value) + b"\xaa" * 10
+    with pytest.raises(PixelDataError, match="not 2"):
+        write_native_value(memoryview(buffer)[:2], frames, p.pixel, p.transfer_syntax_uid)
 
 
 def test_frames_can_be_written_in_another_byte_order() -> None:

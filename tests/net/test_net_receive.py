@@ -79,7 +79,7 @@ def test_a_peer_gone_mid_data_set_loses_nothing_acknowledged(listener: Listener,
         wire.AFFECTED_SOP_CLASS: CT_IMAGE_STORAGE, wire.COMMAND_FIELD: wire.C_STORE_RQ, wire.MESSAGE_ID: 2,
         wire.PRIORITY: 0, wire.DATA_SET_TYPE: wire.DATA_SET_PRESENT, wire.AFFECTED_SOP_INSTANCE: _sop(cut),
     })  # fmt: skip
-    framed = wire.frame_message(int(context.context_id), command, data, 16384)
+    framed = b"".join(wire.message_parts(int(context.context_id), command, data, 16384))
     with SocketLease(assoc, 10) as sock:  # this test's own side of the association, written by hand
         sock.sendall(framed[: len(framed) // 2])
         sock.close()  # gone with half the data set sent
@@ -138,7 +138,7 @@ def test_what_is_queued_during_a_lease_is_sent_before_the_next_read(listener: Li
                                 wire.MESSAGE_ID: 7, wire.DATA_SET_TYPE: wire.NO_DATA_SET})  # fmt: skip
     with SocketLease(assoc, 10) as sock:
         order.append("lease")
-        sock.sendall(wire.frame_message(int(context.context_id), echo, None, 16384))
+        wire.send_message(sock, int(context.context_id), echo, None, 16384)
         assert select.select([sock], [], [], 10)[0]  # the C-ECHO-RSP has arrived, unread
         assoc.abort(block=False)
     assoc.dul.join(10)

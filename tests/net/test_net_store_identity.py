@@ -55,7 +55,7 @@ def _store(assoc: Any, context_class: str, sop_class: str, sop_uid: str, data: b
         wire.AFFECTED_SOP_INSTANCE: sop_uid,
     })  # fmt: skip
     with SocketLease(assoc, 30) as sock:
-        sock.sendall(wire.frame_message(int(context.context_id), command, data, 16384))
+        wire.send_message(sock, int(context.context_id), command, data, 16384)
         response = wire.MessageReader(sock).next()
     return wire.us(response.command, wire.STATUS) or 0, wire.text(response.command, wire.ERROR_COMMENT)
 

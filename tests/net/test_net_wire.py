@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -57,7 +58,7 @@ def test_a_truncated_command_set_is_refused() -> None:
 def test_framing_keeps_every_pdu_within_the_peer_maximum(max_pdu: int) -> None:
     command = wire.encode_command(STORE_RQ)
     data = bytes(range(256)) * 40
-    framed = wire.frame_message(5, command, data, max_pdu)
+    framed = b"".join(wire.message_parts(5, command, data, max_pdu))
     offset, got_command, got_data, controls = 0, b"", b"", []
     while offset < len(framed):
         pdu_type, length = struct.unpack_from(">BxI", framed, offset)
@@ -75,16 +76,34 @@ def test_framing_keeps_every_pdu_within_the_peer_maximum(max_pdu: int) -> None:
     assert (got_command, got_data) == (command, data)
     assert controls.count(0x03) == 1 and controls.count(0x02) == 1  # one last fragment each
     with pytest.raises(wire.WireError, match="cannot carry"):
-        wire.frame_message(5, command, data, 6)
+        wire.message_parts(5, command, data, 6)
 
 
 def test_the_reader_reassembles_a_message_fragmented_across_pdus(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     command = wire.encode_command({**STORE_RQ})
-    a.sendall(wire.frame_message(3, command, b"\x01\x02" * 5000, 64))
+    wire.send_message(a, 3, command, b"\x01\x02" * 5000, 64)
     message = wire.MessageReader(b).next()
     assert message.context_id == 3 and message.command_field == wire.C_STORE_RQ
     assert message.data == b"\x01\x02" * 5000
+
+
+def test_a_message_larger_than_the_socket_buffer_and_than_one_sendmsg_arrives_whole(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # 3,000 fragments of 58 bytes: more buffers than one sendmsg call takes (1,024), and 40 times the
+    # 4 kB send buffer, so the kernel takes each call only in part while the reader drains the other end.
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytes(range(256)) * 680 + b"\x01\x02"
+    messages: list[wire.Message] = []
+    reader = threading.Thread(target=lambda: messages.append(wire.MessageReader(b).next()))
+    reader.start()
+    wire.send_message(a, 3, wire.encode_command(STORE_RQ), bytearray(data), 64)
+    reader.join(10)
+    [message] = messages
+    assert message.context_id == 3 and message.command_field == wire.C_STORE_RQ
+    assert message.data == data
 
 
 def test_a_response_without_a_data_set_ends_at_its_command(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -92,7 +111,7 @@ def test_a_response_without_a_data_set_ends_at_its_command(pair: tuple[socket.so
     # Some peers say 0x0102 (not 0x0101) for "no data set" in a C-STORE-RSP; it never has one anyway.
     rsp = wire.encode_command({wire.COMMAND_FIELD: wire.C_STORE_RSP, wire.RESPONDED_TO: 7,
                                wire.DATA_SET_TYPE: 0x0102, wire.STATUS: 0xB000, wire.ERROR_COMMENT: "coerced"})
-    a.sendall(wire.frame_message(1, rsp, None, 16384))
+    wire.send_message(a, 1, rsp, None, 16384)
     message = wire.MessageReader(b).next()
     assert message.data is None
     assert wire.us(message.command, wire.STATUS) == 0xB000
@@ -126,6 +145,6 @@ def test_a_pdu_longer_than_this_side_accepts_is_refused_before_it_is_read(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
-    a.sendall(wire.frame_message(1, wire.encode_command(STORE_RQ), b"\x00" * 5000, 0))  # one 5 KB PDU
+    wire.send_message(a, 1, wire.encode_command(STORE_RQ), b"\x00" * 5000, 0)  # one 5 KB PDU
     with pytest.raises(wire.WireError, match="larger than the maximum length of 4096"):
         wire.MessageReader(b, 4096).next()

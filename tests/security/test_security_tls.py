@@ -18,7 +18,7 @@ from engine.audit import AuditLog, read_audit
 from engine.cli.main import main
 from engine.config import load_settings
 from engine.errors import ConfigError
-from engine.net import DicomServer, Peer, ScuError, ScuOptions, scu_echo, scu_find
+from engine.net import DicomServer, Peer, ScuError, ScuOptions, scu_echo, scu_find, scu_get
 from engine.security import client_ssl_context, server_ssl_context
 from engine.testing.dcmtk import LOOPBACK, run_echoscu, run_storescu
 from engine.web import WebServer
@@ -76,6 +76,21 @@ def test_our_scu_echo_store_find_over_tls(tls_server: tuple[DicomServer, Path], 
     # --tls alone trusts the system's CAs ([tls] ca_file is empty), which never signed the test certificate.
     assert main([*common, "echo", "--tls", f"{AE}@{host}:{port}"]) == 1
     assert "does its certificate verify" in capsys.readouterr().err
+
+
+def test_a_c_get_over_tls_brings_the_stored_bytes(tls_server: tuple[DicomServer, Path], pki: Pki,
+                                                  archive: Archive) -> None:
+    # Both ends write their PDUs themselves here (the server's sub-operations, our SCU's responses); a TLS
+    # socket has no sendmsg, so this is the path that joins them instead.
+    host, port = tls_server[0].address
+    study = str(pydicom.dcmread(_file("CT_small.dcm")).StudyInstanceUID)
+    received: list[tuple[bytes, str]] = []
+    summary = scu_get(Peer(AE, host, port), "STUDY", {"StudyInstanceUID": study},
+                      lambda data, syntax: received.append((bytes(data), syntax)), options=_tls(pki))
+    assert summary.completed == 1 and summary.failed == 0
+    [(data, syntax)] = received
+    sop = str(pydicom.dcmread(_file("CT_small.dcm")).SOPInstanceUID)
+    assert data == archive.read_dataset(sop, syntax)[1]
 
 
 @pytest.mark.dcmtk
