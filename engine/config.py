@@ -34,6 +34,7 @@ class DicomSettings:
     port: int = 11112
     max_pdu: int = 262_144  # large PDUs: measured 1.4x the throughput of pynetdicom's 16 KiB default
     allowed_calling_aes: tuple[str, ...] = ()  # empty: any calling AE title may associate
+    check_called_ae: bool = False  # True: an association must call this node's ae_title (reason 7 otherwise)
     # Per service, on top of the above: empty means every AE that may associate; otherwise only these.
     allowed_store_aes: tuple[str, ...] = ()  # C-STORE (others get 0x0124 Refused: Not authorized)
     allowed_find_aes: tuple[str, ...] = ()  # C-FIND (0x0124)

@@ -119,7 +119,8 @@ class DicomServer:
         ae.maximum_pdu_size = self._settings.max_pdu
         ae.maximum_associations = self._max_associations
         ae.require_calling_aet = list(self._settings.allowed_calling_aes)
-        # The calling-AE allow-list above is checked at association time, so it covers every service.
+        ae.require_called_aet = self._settings.check_called_ae
+        # Both are checked at association time, so they cover every service.
         query_retrieve = _is_query_retrieve_target(self._archive)
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
@@ -157,7 +158,7 @@ class DicomServer:
         self._server = server
         host, port = self.address
         LOGGER.info(
-            "DICOM listener %s on %s:%d (%smax PDU %d, %s)",
+            "DICOM listener %s on %s:%d (%smax PDU %d, %s%s)",
             self._settings.ae_title,
             host,
             port,
@@ -166,6 +167,7 @@ class DicomServer:
             "calling AEs " + ", ".join(self._settings.allowed_calling_aes)
             if self._settings.allowed_calling_aes
             else "any calling AE",
+            ", called AE checked" if self._settings.check_called_ae else "",
         )
         return host, port
 
@@ -226,7 +228,12 @@ class DicomServer:
     def _on_rejected(self, event: Event) -> None:
         calling_ae, address = _peer(event)
         allowed = self._settings.allowed_calling_aes
-        if allowed and calling_ae not in allowed:
+        primitive = event.assoc.requestor.primitive
+        called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+        if self._settings.check_called_ae and called != self._settings.ae_title.strip():
+            # pynetdicom checks the called title after the calling one, so this is the reason it sent
+            reason = f"called AE title {_printable(called)!r} is not this node's ([dicom] check_called_ae)"
+        elif allowed and calling_ae not in allowed:
             reason = "calling AE title is not in [dicom] allowed_calling_aes"
         else:
             reason = f"too many associations (limit {self._max_associations})"

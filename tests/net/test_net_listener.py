@@ -106,6 +106,24 @@ def test_calling_ae_allow_list(
     assert "INTRUDER" in rejections[0] and "allowed_calling_aes" in rejections[0]
 
 
+def test_called_ae_title_is_checked_only_when_configured(
+    start_listener: Callable[..., Listener], tmp_archive: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Off (the default): a peer configured with another title for this node still associates, as with
+    # DCMTK's storescp. On: it is rejected with reason 7, logged and audited with the title it called.
+    lenient = start_listener(tmp_archive)
+    assert run_echoscu(lenient.host, lenient.port, called_ae="OLD_NAME").returncode == 0
+    strict = start_listener(tmp_path / "strict", check_called_ae=True)
+    with caplog.at_level(logging.INFO, logger="engine.net"):
+        refused = run_echoscu(strict.host, strict.port, called_ae="OLD_NAME", calling_ae="MODALITY1")
+        allowed = run_echoscu(strict.host, strict.port, called_ae=strict.ae_title, calling_ae="MODALITY1")
+    assert refused.returncode != 0
+    assert "Called AE Title Not Recognized" in refused.stderr
+    assert allowed.returncode == 0, allowed.stderr
+    [rejection] = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert "MODALITY1" in rejection and "'OLD_NAME'" in rejection and "check_called_ae" in rejection
+
+
 def test_series_arrives_byte_identical_and_is_logged_per_association(
     listener: Listener, ct_series: SeriesFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
