@@ -91,8 +91,8 @@ def test_the_reader_reassembles_a_message_fragmented_across_pdus(pair: tuple[soc
 def test_a_message_larger_than_the_socket_buffer_and_than_one_sendmsg_arrives_whole(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    # 3,000 fragments of 58 bytes: more buffers than one sendmsg call takes (1,024), and 40 times the
-    # 4 kB send buffer, so the kernel takes each call only in part while the reader drains the other end.
+    # 3,002 fragments of 58 bytes: more buffers than one sendmsg call takes (1,024), and 170 kB against a
+    # send buffer of a few kB, so the kernel takes each call only in part while the reader drains the other end.
     a, b = pair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     data = bytes(range(256)) * 680 + b"\x01\x02"
