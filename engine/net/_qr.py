@@ -50,7 +50,7 @@ from engine.net._send import (
     set_nodelay,
 )
 from engine.net._status import status_dataset
-from engine.types import LOSSLESS_ENCAPSULATED_SYNTAXES, InstanceRecord
+from engine.types import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, LOSSLESS_ENCAPSULATED_SYNTAXES, InstanceRecord
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -65,6 +65,11 @@ CANCELLED = 0xFE00
 IDENTIFIER_MISMATCH = 0xA900  # Failure: Identifier does not match SOP Class
 UNABLE_TO_PROCESS = 0xC000  # Failure: Unable to process
 UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702  # Refused: Out of Resources - Unable to perform sub-operations
+
+# What a peer that took none of an instance's preferred syntaxes may still get: the other native syntaxes
+# (a decode, as for explicit VR), then the lossless compressed ones (a decode and an encode). An old
+# workstation that accepts only big endian or deflated data sets is sent them rather than nothing.
+TRANSCODED = (DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, *sorted(LOSSLESS_ENCAPSULATED_SYNTAXES))
 
 Counter = Callable[["Event", str, int], None]  # (event, what, how many): the association's tally
 
@@ -127,7 +132,7 @@ class _Retrieve:
 
     def _plan(self, assoc: Association) -> list[SubOperation]:
         """Each instance with the accepted context of the best syntax for it: stored, original, uncompressed,
-        else any lossless compressed syntax (transcoded: slow, but the instance gets there)."""
+        else any other syntax the archive can write (transcoded: slower, but the instance gets there)."""
         plan = []
         # A series is one SOP class in one or two stored forms: choose once per (class, syntaxes), since
         # pynetdicom builds its list of accepted contexts anew at every call.
@@ -138,7 +143,7 @@ class _Retrieve:
             if key not in chosen:
                 context = choose_context(assoc, record.sop_class_uid, syntaxes)
                 if context is None:  # e.g. a C-GET context accepted in the profile's syntax, another one stored
-                    context = choose_context(assoc, record.sop_class_uid, sorted(LOSSLESS_ENCAPSULATED_SYNTAXES))
+                    context = choose_context(assoc, record.sop_class_uid, TRANSCODED)
                 if context is None:
                     LOGGER.warning("no accepted presentation context for %s in %s", record.sop_class_uid,
                                    ", ".join(syntaxes))

@@ -35,6 +35,8 @@ AE_TITLE = "PIPE_TEST"
 JPEGLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 EXPLICIT = "1.2.840.10008.1.2.1"
 HTJ2K_RPCL = "1.2.840.10008.1.2.4.202"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,13 @@ def listener(tmp_path_factory: pytest.TempPathFactory, ct_series: SeriesFiles) -
         yield served.host, served.port, served.archive
 
 
-def _get(host: str, port: int, on_store: Callable[[Any], int], dimse_timeout: float = 30) -> tuple[Any, int]:
-    """Associate as a pynetdicom C-GET SCU receiving CT in explicit VR LE; return (assoc, C-GET context ID)."""
+def _get(host: str, port: int, on_store: Callable[[Any], int], dimse_timeout: float = 30,
+         syntax: str = EXPLICIT) -> tuple[Any, int]:
+    """Associate as a pynetdicom C-GET SCU receiving CT in `syntax` only; return (assoc, C-GET context ID)."""
     ae = AE("PIPE_SCU")
     ae.dimse_timeout = dimse_timeout
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CTImageStorage, [EXPLICIT])
+    ae.add_requested_context(CTImageStorage, [syntax])
     assoc = ae.associate(host, port, ae_title=AE_TITLE, ext_neg=[build_role(CTImageStorage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert assoc.is_established
@@ -231,6 +234,35 @@ def test_getscu_offering_jpeg_ls_gets_the_stored_codestreams_and_a_transcode_for
         meta = pydicom.dcmread(io.BytesIO(path.read_bytes()), stop_before_pixels=True).file_meta
         assert meta.TransferSyntaxUID == JPEGLS_LOSSLESS
         assert np.array_equal(_pixels(path), _pixels(sent[sop])), sop
+
+
+@pytest.mark.parametrize("syntax", [EXPLICIT_BE, DEFLATED])
+def test_a_peer_taking_only_big_endian_or_deflated_data_sets_gets_every_instance_in_it(
+    listener: tuple[str, int, Archive], ct_series: SeriesFiles, syntax: str
+) -> None:
+    """None of an instance's preferred syntaxes (stored, original, uncompressed little endian) was accepted:
+    it is decoded into the one the peer took, and still holds the pixels that were sent."""
+    host, port, _ = listener
+    received: dict[str, tuple[str, Dataset]] = {}
+
+    def on_store(event: Any) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta  # its Transfer Syntax UID tells pydicom how to read the pixels
+        received[str(event.request.AffectedSOPInstanceUID)] = (str(event.context.transfer_syntax), dataset)
+        return 0
+
+    assoc, _ = _get(host, port, on_store, syntax=syntax)
+    try:
+        final = [status.Status for status, _ in assoc.send_c_get(_identifier(ct_series),
+                                                                  StudyRootQueryRetrieveInformationModelGet)][-1]
+    finally:
+        assoc.release()
+    assert final == 0x0000
+    sent = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in ct_series.files}
+    assert sorted(received) == sorted(sent)
+    for sop, (got_syntax, dataset) in received.items():
+        assert got_syntax == syntax
+        assert np.array_equal(dataset.pixel_array, _pixels(sent[sop])), sop
 
 
 def test_pacs_engine_get_refusing_some_instances_counts_them_and_releases(
