@@ -83,18 +83,24 @@ class StoreResult:
         return "failure"
 
 
+def _transport(event: Event) -> socket.socket | None:
+    """The TCP (or TLS) socket under an association that has connected, None before that."""
+    sock = event.assoc.dul.socket
+    return None if sock is None else sock.socket
+
+
 def set_nodelay(event: Event) -> None:
     """EVT_CONN_OPEN handler: small DIMSE responses must not wait for the peer's delayed ACK (Nagle)."""
-    sock = event.assoc.dul.socket
-    if sock is not None and sock.socket is not None:
-        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = _transport(event)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def keep_transport(event: Event) -> None:
     """EVT_CONN_OPEN handler: remember the association's socket, for close_transport."""
-    sock = event.assoc.dul.socket
-    if sock is not None and sock.socket is not None:
-        event.assoc._pacs_transport = sock.socket  # type: ignore[attr-defined]
+    sock = _transport(event)
+    if sock is not None:
+        event.assoc._pacs_transport = sock  # type: ignore[attr-defined]
 
 
 def close_transport(event: Event) -> None:
