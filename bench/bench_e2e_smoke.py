@@ -20,3 +20,6 @@ def test_ingest_benchmark_runs_every_phase() -> None:
                 "serve_indexed_inst_per_s"):
         assert figures[key] > 0, key
     assert figures["instances"] == 6
+    # /proc/stat counts in clock ticks; an import (interpreter start-up included) spans many
+    assert figures["import_cpu_ms_per_inst"] > 0
+    assert 0.0 <= figures["steal_share"] <= 1.0

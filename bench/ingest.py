@@ -4,6 +4,8 @@ Builds the generated CT series (real CT slices from pydicom-data), then measures
   1. `pacs-engine import DIR`      against copying the same files with fsync (the disk's floor);
   2. DCMTK storescu -> `serve`     against storescu -> a pynetdicom SCP that only writes raw files;
   3. the storage ratio (received bytes / stored bytes) with the chosen profile.
+Beside each time, the machine's busy CPU time per instance (bench/host_cpu.py: both ends, the kernel), and
+the share of CPU time the host stole over the timed runs.
 Prints a table and, with --json, writes the figures. Usage:
   python bench/ingest.py [--slices 300] [--profile htj2k] [--repeat 3] [--json out.json]
 """
@@ -21,11 +23,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from engine.testing.dcmtk import dcmtk_available, free_port, run_storescu, wait_for_port
 from engine.testing.series import write_ct_series
 from engine.testing.server import running_server
+
+from host_cpu import CpuMeter, CpuTimes  # bench/ is on sys.path when run as a script and under pytest
 
 HERE = Path(__file__).resolve().parent
 PIXEL_BYTES_PER_SLICE = 512 * 512 * 2
@@ -54,10 +59,31 @@ def _cli(archive: Path, *args: str, profile: str) -> subprocess.CompletedProcess
     return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
 
 
-def _timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+class _CpuLog:
+    """Busy CPU seconds of each timed run by name, and all the CPU times that passed in them."""
+
+    def __init__(self) -> None:
+        self.busy: dict[str, list[float]] = {}
+        self.used: list[CpuTimes] = []
+
+    def timed(self, name: str, fn: Callable[[], None]) -> float:
+        """Seconds `fn` takes; its CPU times are logged under `name`."""
+        with CpuMeter() as meter:
+            start = time.perf_counter()
+            fn()
+            seconds = time.perf_counter() - start
+        if meter.used is not None:
+            self.busy.setdefault(name, []).append(meter.used.busy)
+            self.used.append(meter.used)
+        return seconds
+
+    def figures(self, n: int) -> dict[str, float]:
+        """`NAME_cpu_ms_per_inst` (median) for each name, and `steal_share` over every run."""
+        out = {f"{name}_cpu_ms_per_inst": 1000 * statistics.median(v) / n for name, v in self.busy.items()}
+        total = sum(u.busy + u.idle + u.steal for u in self.used)
+        if total > 0:
+            out["steal_share"] = sum(u.steal for u in self.used) / total
+        return out
 
 
 def _median(samples: list[float]) -> tuple[float, float]:
@@ -65,10 +91,12 @@ def _median(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), (max(samples) - min(samples)) if len(samples) > 1 else 0.0
 
 
-def bench_import(series: Path, files: list[Path], work: Path, profile: str, repeat: int) -> dict[str, float]:
+def bench_import(
+    series: Path, files: list[Path], work: Path, profile: str, repeat: int, cpu: _CpuLog
+) -> dict[str, float]:
     copy_t, import_t, inner_t = [], [], []
     for k in range(repeat):
-        copy_t.append(_timed(lambda k=k: _copy_with_fsync(files, work / f"copy{k}")))
+        copy_t.append(cpu.timed("copy_fsync", lambda k=k: _copy_with_fsync(files, work / f"copy{k}")))
         archive = work / f"import{k}"
 
         def run(archive: Path = archive) -> None:
@@ -82,7 +110,7 @@ def bench_import(series: Path, files: list[Path], work: Path, profile: str, repe
                 raise RuntimeError(f"import did not report its time: {result.stdout[-500:]}")
             inner_t.append(float(inner[1]))
 
-        import_t.append(_timed(run))
+        import_t.append(cpu.timed("import", run))
     stats = json.loads(_cli(work / "import0", "stats", "--json", profile=profile).stdout)
     n = len(files)
     copy_med, copy_spread = _median(copy_t)
@@ -106,16 +134,13 @@ def bench_import(series: Path, files: list[Path], work: Path, profile: str, repe
     }
 
 
-def _storescu_time(port: int, ae: str, series: Path) -> float:
-    start = time.perf_counter()
+def _storescu(port: int, ae: str, series: Path) -> None:
     result = run_storescu("127.0.0.1", port, [series], called_ae=ae)
-    elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"storescu failed ({result.returncode}): {result.stderr[-2000:]}")
-    return elapsed
 
 
-def bench_cstore(series: Path, n: int, work: Path, profile: str, repeat: int) -> dict[str, float]:
+def bench_cstore(series: Path, n: int, work: Path, profile: str, repeat: int, cpu: _CpuLog) -> dict[str, float]:
     raw_t: list[float] = []
     engine_t: list[float] = []
     indexed_t: list[float] = []
@@ -131,19 +156,21 @@ def bench_cstore(series: Path, n: int, work: Path, profile: str, repeat: int) ->
             assert proc.stdout is not None
             proc.stdout.readline()  # the readiness line
             wait_for_port("127.0.0.1", port, 30)
-            raw_t.append(_storescu_time(port, "RAW_SCP", series))
+            raw_t.append(cpu.timed("raw_scp", partial(_storescu, port, "RAW_SCP", series)))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
         env = {"PACS_ENGINE_STORAGE__PROFILE": profile}
-        with running_server(work / f"serve{k}", env=env) as server:
+        with running_server(work / f"serve{k}", env=env) as server, CpuMeter() as meter:
             start = time.perf_counter()
-            engine_t.append(_storescu_time(server.port, server.ae_title, series))
+            engine_t.append(cpu.timed("serve_ack", lambda: _storescu(server.port, server.ae_title, series)))
             # Acknowledged instances may still be transcoding: a clean stop waits until all are indexed.
             server.stop()
             indexed_t.append(time.perf_counter() - start)
+        if meter.used is not None:  # until all are indexed: what the C-STOREs cost, transcoding included
+            cpu.busy.setdefault("serve_all_indexed", []).append(meter.used.busy)
     raw_med, raw_spread = _median(raw_t)
     eng_med, eng_spread = _median(engine_t)
     return {
@@ -173,9 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         work = Path(tmp)
         files = write_ct_series(work / "series", args.slices)
         figures: dict[str, float] = {"slices": args.slices}
-        figures.update(bench_import(work / "series", files, work, args.profile, args.repeat))
+        cpu = _CpuLog()
+        figures.update(bench_import(work / "series", files, work, args.profile, args.repeat, cpu))
         if not args.skip_cstore and dcmtk_available():
-            figures.update(bench_cstore(work / "series", len(files), work, args.profile, args.repeat))
+            figures.update(bench_cstore(work / "series", len(files), work, args.profile, args.repeat, cpu))
+        figures.update(cpu.figures(len(files)))
     width = max(map(len, figures))
     print(f"ingest benchmark, profile {args.profile}, {os.cpu_count()} cores, median of {args.repeat}")
     for key, value in figures.items():

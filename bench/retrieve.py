@@ -11,7 +11,8 @@ Builds the generated CT series (real CT slices from pydicom-data), imports it in
      a DCMTK storescp and C-GET by DCMTK getscu, both in stored JPEG-LS, so both ends but ours are DCMTK.
 Every receiver but 2a writes what it receives to disk, as the baseline's storescp does. The baseline and
 every kind take turns in each of `--repeat` rounds, and each transfer starts after a sync (see _timed).
-Prints instances/s, MB/s of pixel data and the ratio to the baseline. Usage:
+Prints instances/s, MB/s of pixel data, the ratio to the baseline, and the machine's busy CPU time per
+instance (both ends and the kernel; bench/host_cpu.py), with the share of CPU time the host stole. Usage:
   python bench/retrieve.py [--slices 300] [--repeat 1] [--json out.json]
 """
 
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -36,18 +38,30 @@ from engine.testing.dcmtk import LOOPBACK, StoreSCP, dcmtk_available, free_port,
 from engine.testing.series import SeriesFiles, write_ct_series
 from engine.testing.server import running_server
 
+from host_cpu import CpuMeter, CpuTimes  # bench/ is on sys.path when run as a script and under pytest
+
 HERE = Path(__file__).resolve().parent
 PIXEL_BYTES_PER_SLICE = 512 * 512 * 2
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    """Seconds `fn` takes, started with no dirty pages: every receiver here writes 158 MB to disk, and
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One timed transfer: its seconds, and the machine's CPU times meanwhile (None off Linux)."""
+
+    seconds: float
+    cpu: CpuTimes | None
+
+
+def _timed(fn: Callable[[], object]) -> Timing:
+    """How long `fn` takes, started with no dirty pages: every receiver here writes 158 MB to disk, and
     writing back the last transfer's files would otherwise take CPU from whichever transfer came next."""
     os.sync()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    with CpuMeter() as meter:
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return Timing(seconds, meter.used)
 
 
 def _median(samples: list[float]) -> float:
@@ -66,14 +80,14 @@ def make_folder(series: Path, work: Path) -> Path:
     return work / "folder"
 
 
-def baseline(folder: Path, work: Path, k: int) -> float:
-    """Seconds for storescu to send the storescp-written folder to a storescp writing files."""
+def baseline(folder: Path, work: Path, k: int) -> Timing:
+    """storescu sending the storescp-written folder to a storescp writing files, timed."""
     with StoreSCP(work / f"base{k}", ae_title="SINK") as sink:
-        seconds = _timed(lambda: _check(run_storescu(LOOPBACK, sink.port, [folder], called_ae="SINK"),
-                                        "baseline storescu"))
+        timing = _timed(lambda: _check(run_storescu(LOOPBACK, sink.port, [folder], called_ae="SINK"),
+                                       "baseline storescu"))
         if len(sink.files()) != len(list(folder.iterdir())):
             raise RuntimeError("the baseline storescp did not receive every instance")
-    return seconds
+    return timing
 
 
 class RawScp:
@@ -112,11 +126,11 @@ def import_series(series: SeriesFiles, archive_dir: Path, profile: str | None = 
     return archive_dir
 
 
-def serve_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> dict[str, float]:
-    """Seconds of each retrieve kind from the default-profile archive, each checked to move every instance."""
+def serve_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> dict[str, Timing]:
+    """Each retrieve kind from the default-profile archive, timed, each checked to move every instance."""
     n = len(series.files)
     keys = {"StudyInstanceUID": series.study_uid, "SeriesInstanceUID": series.series_uid}
-    times: dict[str, float] = {}
+    times: dict[str, Timing] = {}
     stored = RawScp(work / f"move_stored{k}")
     explicit = StoreSCP(work / f"move_explicit{k}", ae_title="SINK_EXPLICIT")
     with stored, explicit:
@@ -150,8 +164,8 @@ def serve_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> d
     return times
 
 
-def jpegls_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> dict[str, float]:
-    """Seconds for C-MOVE and C-GET in stored JPEG-LS with DCMTK on the other end."""
+def jpegls_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> dict[str, Timing]:
+    """C-MOVE and C-GET in stored JPEG-LS with DCMTK on the other end, timed."""
     n = len(series.files)
     keys = ["-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_uid}",
             "-k", f"SeriesInstanceUID={series.series_uid}"]  # fmt: skip
@@ -175,8 +189,8 @@ def jpegls_round(series: SeriesFiles, archive_dir: Path, work: Path, k: int) -> 
     return {"move_jpegls": moved, "get_jpegls": got}
 
 
-def run_rounds(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float]:
-    """Median seconds of the baseline and of every retrieve kind over `repeat` rounds.
+def run_rounds(series: SeriesFiles, work: Path, repeat: int) -> dict[str, list[Timing]]:
+    """The baseline and every retrieve kind, timed in each of `repeat` rounds.
 
     Each round runs the baseline and then every kind, so a host that slows down or speeds up during the
     run (a shared one does, by up to 2x here) weighs on both sides of each ratio alike. A first JPEG-LS
@@ -186,13 +200,31 @@ def run_rounds(series: SeriesFiles, work: Path, repeat: int) -> dict[str, float]
     default = import_series(series, work / "archive")
     jpegls = import_series(series, work / "archive-jpegls", "jpegls")
     jpegls_round(series, jpegls, work, -1)
-    samples: dict[str, list[float]] = {}
+    samples: dict[str, list[Timing]] = {}
     for k in range(repeat):
         figures = {"baseline": baseline(folder, work, k), **serve_round(series, default, work, k),
                    **jpegls_round(series, jpegls, work, k)}
-        for kind, seconds in figures.items():
-            samples.setdefault(kind, []).append(seconds)
-    return {kind: _median(values) for kind, values in samples.items()}
+        for kind, timing in figures.items():
+            samples.setdefault(kind, []).append(timing)
+    return samples
+
+
+def summarize(samples: dict[str, list[Timing]], n: int) -> dict[str, float]:
+    """Median figures of each kind, ratios to the baseline's median, and the host's steal over all."""
+    seconds = {kind: _median([t.seconds for t in timings]) for kind, timings in samples.items()}
+    base = seconds.pop("baseline")
+    figures: dict[str, float] = {"instances": n, "baseline_s": base, "baseline_inst_per_s": n / base}
+    for kind, value in seconds.items():
+        figures[f"{kind}_s"] = value
+        figures[f"{kind}_inst_per_s"] = n / value
+        figures[f"{kind}_pixel_MB_per_s"] = n * PIXEL_BYTES_PER_SLICE / value / 1e6
+        figures[f"{kind}_vs_baseline"] = base / value
+    used = [t.cpu for timings in samples.values() for t in timings if t.cpu is not None]
+    if used:
+        for kind, timings in samples.items():
+            figures[f"{kind}_cpu_ms_per_inst"] = 1000 * _median([t.cpu.busy for t in timings if t.cpu]) / n
+        figures["steal_share"] = sum(u.steal for u in used) / sum(u.busy + u.idle + u.steal for u in used)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -210,18 +242,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="bench-retrieve-"))
     try:
         files = write_ct_series(work / "series", args.slices)
-        serve = run_rounds(SeriesFiles.from_files(files), work, args.repeat)
+        samples = run_rounds(SeriesFiles.from_files(files), work, args.repeat)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    n = args.slices
-    base = serve.pop("baseline")
-    figures: dict[str, float] = {"instances": n, "baseline_s": base, "baseline_inst_per_s": n / base}
-    for kind, seconds in serve.items():
-        figures[f"{kind}_s"] = seconds
-        figures[f"{kind}_inst_per_s"] = n / seconds
-        figures[f"{kind}_pixel_MB_per_s"] = n * PIXEL_BYTES_PER_SLICE / seconds / 1e6
-        figures[f"{kind}_vs_baseline"] = base / seconds
+    figures = summarize(samples, args.slices)
     _print(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
@@ -230,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 def _print(f: dict[str, float]) -> None:
     n = int(f["instances"])
-    rows = [("baseline: storescu folder -> storescp", f["baseline_s"], 1.0)]
+    rows = [("baseline: storescu folder -> storescp", "baseline", 1.0)]
     names = {
         "move_stored": "C-MOVE, stored HTJ2K -> raw_scp.py",
         "move_explicit": "C-MOVE, explicit VR LE (decode) -> storescp",
@@ -240,11 +265,16 @@ def _print(f: dict[str, float]) -> None:
         "get_jpegls": "C-GET, stored JPEG-LS -> getscu",
     }
     for kind, label in names.items():
-        rows.append((label, f[f"{kind}_s"], f[f"{kind}_vs_baseline"]))
-    sys.stdout.write(f"{n} CT slices of 512 x 512 x 16 bit\n")
-    for label, seconds, ratio in rows:
+        rows.append((label, kind, f[f"{kind}_vs_baseline"]))
+    sys.stdout.write(f"{n} CT slices of 512 x 512 x 16 bit; CPU: the machine's busy CPU time per instance\n")
+    for label, kind, ratio in rows:
+        seconds = f[f"{kind}_s"]
+        cpu = f.get(f"{kind}_cpu_ms_per_inst")
         sys.stdout.write(f"  {label:<46} {seconds:7.2f} s  {n / seconds:7.1f} inst/s  "
-                         f"{n * PIXEL_BYTES_PER_SLICE / seconds / 1e6:7.1f} MB/s  {ratio:5.2f}x\n")
+                         f"{n * PIXEL_BYTES_PER_SLICE / seconds / 1e6:7.1f} MB/s  {ratio:5.2f}x"
+                         + (f"  CPU {cpu:5.2f} ms\n" if cpu is not None else "\n"))
+    if "steal_share" in f:
+        sys.stdout.write(f"  the host stole {100 * f['steal_share']:.0f}% of the CPU time of the timed transfers\n")
 
 
 if __name__ == "__main__":
