@@ -18,6 +18,7 @@ def test_retrieve_benchmark_runs_every_phase() -> None:
     figures = retrieve.main(["--slices", "4", "--repeat", "1"])
     for kind in ("move_stored", "move_explicit", "get_stored", "get_explicit", "move_jpegls", "get_jpegls"):
         assert figures[f"{kind}_vs_baseline"] > 0, kind
+        assert figures[f"{kind}_vs_baseline_low"] <= figures[f"{kind}_vs_baseline_high"], kind
     assert figures["instances"] == 4
     # A 4-instance transfer can pass between two clock ticks: its CPU figure may be 0, never missing
     for kind in ("baseline", "move_explicit", "get_explicit"):

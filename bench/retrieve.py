@@ -210,7 +210,11 @@ def run_rounds(series: SeriesFiles, work: Path, repeat: int) -> dict[str, list[T
 
 
 def summarize(samples: dict[str, list[Timing]], n: int) -> dict[str, float]:
-    """Median figures of each kind, ratios to the baseline's median, and the host's steal over all."""
+    """Median figures of each kind, ratios to the baseline's median, and the host's steal over all.
+
+    `KIND_vs_baseline_low` / `_high` bound the ratios of the single rounds (each kind against the
+    baseline of its own round): how far the host moved the ratio within the run.
+    """
     seconds = {kind: _median([t.seconds for t in timings]) for kind, timings in samples.items()}
     base = seconds.pop("baseline")
     figures: dict[str, float] = {"instances": n, "baseline_s": base, "baseline_inst_per_s": n / base}
@@ -219,6 +223,8 @@ def summarize(samples: dict[str, list[Timing]], n: int) -> dict[str, float]:
         figures[f"{kind}_inst_per_s"] = n / value
         figures[f"{kind}_pixel_MB_per_s"] = n * PIXEL_BYTES_PER_SLICE / value / 1e6
         figures[f"{kind}_vs_baseline"] = base / value
+        rounds = [b.seconds / t.seconds for b, t in zip(samples["baseline"], samples[kind], strict=True)]
+        figures[f"{kind}_vs_baseline_low"], figures[f"{kind}_vs_baseline_high"] = min(rounds), max(rounds)
     used = [t.cpu for timings in samples.values() for t in timings if t.cpu is not None]
     if used:
         for kind, timings in samples.items():
@@ -266,12 +272,14 @@ def _print(f: dict[str, float]) -> None:
     }
     for kind, label in names.items():
         rows.append((label, kind, f[f"{kind}_vs_baseline"]))
-    sys.stdout.write(f"{n} CT slices of 512 x 512 x 16 bit; CPU: the machine's busy CPU time per instance\n")
+    sys.stdout.write(f"{n} CT slices of 512 x 512 x 16 bit; ratio: of the medians (single rounds' range); "
+                     "CPU: the machine's busy CPU time per instance\n")
     for label, kind, ratio in rows:
         seconds = f[f"{kind}_s"]
         cpu = f.get(f"{kind}_cpu_ms_per_inst")
+        low, high = f.get(f"{kind}_vs_baseline_low", 1.0), f.get(f"{kind}_vs_baseline_high", 1.0)
         sys.stdout.write(f"  {label:<46} {seconds:7.2f} s  {n / seconds:7.1f} inst/s  "
-                         f"{n * PIXEL_BYTES_PER_SLICE / seconds / 1e6:7.1f} MB/s  {ratio:5.2f}x"
+                         f"{n * PIXEL_BYTES_PER_SLICE / seconds / 1e6:7.1f} MB/s  {ratio:5.2f}x ({low:.2f}-{high:.2f})"
                          + (f"  CPU {cpu:5.2f} ms\n" if cpu is not None else "\n"))
     if "steal_share" in f:
         sys.stdout.write(f"  the host stole {100 * f['steal_share']:.0f}% of the CPU time of the timed transfers\n")
