@@ -20,11 +20,21 @@ def test_fields_are_read_by_their_place_in_proc_stat(tmp_path: Path, monkeypatch
     assert times.steal_share == pytest.approx(80 / 693)
 
 
+def test_steal_share_pools_the_runs_it_is_given() -> None:
+    # one run of 1 s stolen out of 2, one of 3 out of 8: 4 of 10 s in all, not the mean of 0.5 and 0.375
+    runs = [host_cpu.CpuTimes(busy=1.0, idle=0.0, steal=1.0), host_cpu.CpuTimes(busy=4.0, idle=1.0, steal=3.0)]
+    assert host_cpu.steal_share(runs) == pytest.approx(0.4)
+    assert host_cpu.steal_share([]) == 0.0
+
+
 def test_no_proc_stat_means_no_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host_cpu, "PROC_STAT", tmp_path / "missing")
     with host_cpu.CpuMeter() as meter:
         pass
     assert meter.used is None
+    seconds, used = host_cpu.timed(lambda: None)
+    assert used is None
+    assert seconds >= 0
 
 
 @pytest.mark.skipif(not host_cpu.PROC_STAT.exists(), reason="needs Linux's /proc/stat")

@@ -11,6 +11,8 @@ A bench reports both beside each rate, so a reader sees what a run's host was li
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +36,9 @@ class CpuTimes:
 
     def __sub__(self, other: CpuTimes) -> CpuTimes:
         return CpuTimes(self.busy - other.busy, self.idle - other.idle, self.steal - other.steal)
+
+    def __add__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.busy + other.busy, self.idle + other.idle, self.steal + other.steal)
 
     @property
     def steal_share(self) -> float:
@@ -70,3 +75,17 @@ class CpuMeter:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         end = machine_cpu()
         self.used = end - self._start if end is not None and self._start is not None else None
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, CpuTimes | None]:
+    """The seconds `fn` takes, and the machine's CPU times meanwhile (None off Linux)."""
+    with CpuMeter() as meter:
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return seconds, meter.used
+
+
+def steal_share(used: Iterable[CpuTimes]) -> float:
+    """The share of all the CPU time in `used` that the host stole (0 when there is none)."""
+    return sum(used, CpuTimes(0.0, 0.0, 0.0)).steal_share

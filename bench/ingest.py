@@ -30,7 +30,7 @@ from engine.testing.dcmtk import dcmtk_available, free_port, run_storescu, wait_
 from engine.testing.series import write_ct_series
 from engine.testing.server import running_server
 
-from host_cpu import CpuMeter, CpuTimes  # bench/ is on sys.path when run as a script and under pytest
+from host_cpu import CpuMeter, CpuTimes, steal_share, timed  # bench/ is on sys.path when run as a script and under pytest
 
 HERE = Path(__file__).resolve().parent
 PIXEL_BYTES_PER_SLICE = 512 * 512 * 2
@@ -68,21 +68,23 @@ class _CpuLog:
 
     def timed(self, name: str, fn: Callable[[], None]) -> float:
         """Seconds `fn` takes; its CPU times are logged under `name`."""
-        with CpuMeter() as meter:
-            start = time.perf_counter()
-            fn()
-            seconds = time.perf_counter() - start
-        if meter.used is not None:
-            self.busy.setdefault(name, []).append(meter.used.busy)
-            self.used.append(meter.used)
+        seconds, used = timed(fn)
+        self.log(name, used)
         return seconds
+
+    def log(self, name: str, used: CpuTimes | None, *, overlaps: bool = False) -> None:
+        """Log `used` under `name`; `overlaps`: it spans runs already logged, so it stays out of the steal."""
+        if used is None:
+            return
+        self.busy.setdefault(name, []).append(used.busy)
+        if not overlaps:
+            self.used.append(used)
 
     def figures(self, n: int) -> dict[str, float]:
         """`NAME_cpu_ms_per_inst` (median) for each name, and `steal_share` over every run."""
         out = {f"{name}_cpu_ms_per_inst": 1000 * statistics.median(v) / n for name, v in self.busy.items()}
-        total = sum(u.busy + u.idle + u.steal for u in self.used)
-        if total > 0:
-            out["steal_share"] = sum(u.steal for u in self.used) / total
+        if self.used:
+            out["steal_share"] = steal_share(self.used)
         return out
 
 
@@ -169,8 +171,8 @@ def bench_cstore(series: Path, n: int, work: Path, profile: str, repeat: int, cp
             # Acknowledged instances may still be transcoding: a clean stop waits until all are indexed.
             server.stop()
             indexed_t.append(time.perf_counter() - start)
-        if meter.used is not None:  # until all are indexed: what the C-STOREs cost, transcoding included
-            cpu.busy.setdefault("serve_all_indexed", []).append(meter.used.busy)
+        # until all are indexed: what the C-STOREs cost, transcoding included
+        cpu.log("serve_all_indexed", meter.used, overlaps=True)
     raw_med, raw_spread = _median(raw_t)
     eng_med, eng_spread = _median(engine_t)
     return {

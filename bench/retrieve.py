@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +37,7 @@ from engine.testing.dcmtk import LOOPBACK, StoreSCP, dcmtk_available, free_port,
 from engine.testing.series import SeriesFiles, write_ct_series
 from engine.testing.server import running_server
 
-from host_cpu import CpuMeter, CpuTimes  # bench/ is on sys.path when run as a script and under pytest
+from host_cpu import CpuTimes, steal_share, timed  # bench/ is on sys.path when run as a script and under pytest
 
 HERE = Path(__file__).resolve().parent
 PIXEL_BYTES_PER_SLICE = 512 * 512 * 2
@@ -57,11 +56,7 @@ def _timed(fn: Callable[[], object]) -> Timing:
     """How long `fn` takes, started with no dirty pages: every receiver here writes 158 MB to disk, and
     writing back the last transfer's files would otherwise take CPU from whichever transfer came next."""
     os.sync()
-    with CpuMeter() as meter:
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-    return Timing(seconds, meter.used)
+    return Timing(*timed(fn))
 
 
 def _median(samples: list[float]) -> float:
@@ -229,7 +224,7 @@ def summarize(samples: dict[str, list[Timing]], n: int) -> dict[str, float]:
     if used:
         for kind, timings in samples.items():
             figures[f"{kind}_cpu_ms_per_inst"] = 1000 * _median([t.cpu.busy for t in timings if t.cpu]) / n
-        figures["steal_share"] = sum(u.steal for u in used) / sum(u.busy + u.idle + u.steal for u in used)
+        figures["steal_share"] = steal_share(used)
     return figures
 
 
